@@ -1,0 +1,188 @@
+"""Shared math as pure functions (shapes in comments; (B, T) = responses x response tokens).
+
+Log-probs and entropy are computed from hidden states in row chunks, so the full (N, V) logits
+tensor never exists at once; with gradients each chunk is recomputed in backward (activation
+checkpointing), so peak memory is one chunk of logits.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+AGG_MODES = ("token-mean", "weighted-token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+
+# ----------------------------------------------------------------------------------------------
+# Entropy and log-probs
+# ----------------------------------------------------------------------------------------------
+def entropy_from_logits(logits: torch.Tensor, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """H = -Σ p log p over the full vocabulary, p = softmax(logits / T), in fp32 (nats).
+
+    `temperature` is a float or a tensor broadcastable to logits.shape[:-1]. Returns logits.shape[:-1].
+    """
+    z = logits.float()
+    if isinstance(temperature, torch.Tensor):
+        z = z / temperature.float().unsqueeze(-1)
+    elif temperature != 1.0:
+        z = z / temperature
+    logp = torch.log_softmax(z, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def _chunk_logp_entropy(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, y: torch.Tensor,
+                        t: torch.Tensor, t_ent: torch.Tensor):
+    logits = F.linear(h, w, b).float()                                  # (n, V)
+    logp_t = torch.log_softmax(logits / t.unsqueeze(-1), dim=-1)        # at each token's temperature
+    lp = logp_t.gather(-1, y.unsqueeze(-1)).squeeze(-1)                 # (n,)
+    logp_e = torch.log_softmax(logits / t_ent.unsqueeze(-1), dim=-1)    # at the entropy temperature
+    ent = -(logp_e.exp() * logp_e).sum(-1)                              # (n,)
+    return lp, ent
+
+
+def logprobs_and_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         temperature: float | torch.Tensor = 1.0, chunk_size: int | None = None,
+                         *, bias: torch.Tensor | None = None,
+                         entropy_temperature: float | torch.Tensor | None = None):
+    """Log-prob of `targets` and full-vocabulary entropy from final hidden states.
+
+    hidden (N, D), weight (V, D) the LM head, targets (N,). `temperature` (float or (N,)) divides
+    the logits for the log-probs; entropy uses `entropy_temperature` (default: the same).
+    Returns (logp (N,) differentiable, entropy (N,) fp32; differentiable too when grad is on).
+    """
+    N = hidden.shape[0]
+    dev = hidden.device
+    t = temperature if isinstance(temperature, torch.Tensor) else torch.full((N,), float(temperature), device=dev)
+    t = t.to(dev).float().reshape(N)
+    if entropy_temperature is None:
+        te = t
+    elif isinstance(entropy_temperature, torch.Tensor):
+        te = entropy_temperature.to(dev).float().reshape(N)
+    else:
+        te = torch.full((N,), float(entropy_temperature), device=dev)
+    if N == 0:
+        z = hidden.new_zeros(0, dtype=torch.float32)
+        return z + hidden.sum() * 0, z.clone()
+    chunk = chunk_size or max(1, min(N, 4096))
+    need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    lps, ents = [], []
+    for s in range(0, N, chunk):
+        args = (hidden[s:s + chunk], weight, bias, targets[s:s + chunk], t[s:s + chunk], te[s:s + chunk])
+        if need_grad and N > chunk:
+            lp, ent = checkpoint(_chunk_logp_entropy, *args, use_reentrant=False)
+        else:
+            lp, ent = _chunk_logp_entropy(*args)
+        lps.append(lp)
+        ents.append(ent)
+    return torch.cat(lps), torch.cat(ents)
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics
+# ----------------------------------------------------------------------------------------------
+def quantile_kth(v: torch.Tensor, q: float) -> torch.Tensor:
+    """torch.quantile(v, q) (linear interpolation) via kthvalue: no 2^24-element limit.
+
+    v is 1-D and non-empty. Position p = q·(n-1); result = v_(floor p) + frac·(v_(ceil p) - v_(floor p)).
+    """
+    n = v.numel()
+    if n == 0:
+        raise ValueError("quantile of an empty tensor")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile q must be in [0, 1], got {q}")
+    v = v.float()
+    pos = q * (n - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    v_lo = torch.kthvalue(v, lo + 1).values
+    if hi == lo:
+        return v_lo
+    v_hi = torch.kthvalue(v, hi + 1).values
+    return v_lo + (pos - lo) * (v_hi - v_lo)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of x over mask (0 where nothing is valid, never NaN)."""
+    m = mask.to(x.dtype)
+    if dim is None:
+        return (x * m).sum() / m.sum().clamp(min=1)
+    return (x * m).sum(dim) / m.sum(dim).clamp(min=1)
+
+
+def group_stats(values: torch.Tensor, group_ids: torch.Tensor):
+    """Per-response group mean and unbiased std (G-1 denominator) of a (B,) tensor. Returns (mean, std) (B,)."""
+    uniq, inv = torch.unique(group_ids, return_inverse=True)
+    G = len(uniq)
+    v = values.float()
+    cnt = torch.zeros(G, dtype=torch.float32, device=v.device).index_add_(0, inv, torch.ones_like(v))
+    s = torch.zeros(G, dtype=torch.float32, device=v.device).index_add_(0, inv, v)
+    mean = s / cnt
+    dev2 = torch.zeros(G, dtype=torch.float32, device=v.device).index_add_(0, inv, (v - mean[inv]) ** 2)
+    std = torch.sqrt(dev2 / (cnt - 1).clamp(min=1))
+    return mean[inv], std[inv]
+
+
+def grpo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """A_i = (R_i - mean_g R) / (std_g R + eps), std with G-1 denominator. (B,)"""
+    mean, std = group_stats(rewards, group_ids)
+    return (rewards.float() - mean) / (std + eps)
+
+
+def dr_grpo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """A_i = R_i - mean_g R (Dr. GRPO: no std normalisation). (B,)"""
+    mean, _ = group_stats(rewards, group_ids)
+    return rewards.float() - mean
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------------------------
+def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                      clip_low: float, clip_high: float) -> torch.Tensor:
+    """ℓ = -min(r·A, clip(r, 1-ε_low, 1+ε_high)·A), r = exp(logp - old_logp). (B, T)"""
+    ratio = torch.exp(logp - old_logp)                                   # (B, T)
+    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)        # (B, T)
+    return -torch.minimum(ratio * advantages, clipped * advantages)
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """KL_k3 = exp(d) - d - 1, d = ref_logp - logp. (B, T)"""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1.0
+
+
+def agg_denominators(mask: torch.Tensor, weights: torch.Tensor | None, max_len: int) -> dict[str, float]:
+    """Step-level denominators for every aggregation mode (mask/weights cover the whole step)."""
+    m = mask.float()
+    w = m if weights is None else weights.float() * m
+    return {
+        "n_valid": float(m.sum()),
+        "n_seqs": float(mask.shape[0]),
+        "sum_weights": float(w.sum()),
+        "max_len": float(max_len),
+    }
+
+
+def agg_loss(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str, denom: dict[str, float]) -> torch.Tensor:
+    """Aggregate a (B, T) per-token loss of one micro-batch with STEP-level denominators.
+
+    Summing this over the micro-batches of an optimizer step gives the step loss:
+      token-mean              Σ ℓ / Σ_step valid
+      weighted-token-mean     Σ ℓ / Σ_step w        (ℓ already carries the weights)
+      seq-mean-token-mean     Σ_i (Σ_t ℓ_i,t / |o_i|) / n_seqs_step
+      seq-mean-token-sum-norm Σ ℓ / (n_seqs_step · L_max)
+    Zero valid tokens give 0, never NaN.
+    """
+    m = mask.to(loss_mat.dtype)
+    lm = loss_mat * m
+    if mode == "token-mean":
+        return lm.sum() / max(denom["n_valid"], 1.0)
+    if mode == "weighted-token-mean":
+        return lm.sum() / max(denom["sum_weights"], 1e-8) if denom["sum_weights"] > 0 else lm.sum() * 0.0
+    if mode == "seq-mean-token-mean":
+        per_seq = lm.sum(-1) / m.sum(-1).clamp(min=1)                   # (B,)
+        return per_seq.sum() / max(denom["n_seqs"], 1.0)
+    if mode == "seq-mean-token-sum-norm":
+        return lm.sum() / max(denom["n_seqs"] * denom["max_len"], 1.0)
+    raise ValueError(f"unknown loss aggregation mode '{mode}'; valid: {', '.join(AGG_MODES)}")
