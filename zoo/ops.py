@@ -186,3 +186,46 @@ def agg_loss(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str, denom: dict[
     if mode == "seq-mean-token-sum-norm":
         return lm.sum() / max(denom["n_seqs"] * denom["max_len"], 1.0)
     raise ValueError(f"unknown loss aggregation mode '{mode}'; valid: {', '.join(AGG_MODES)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-group token statistics and EAPO quadrants (also logged for every run: cheap)
+# ----------------------------------------------------------------------------------------------
+QUADRANTS = ("PHR", "PLR", "NHR", "NLR")
+
+
+def group_token_stats(x: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor, eps: float = 0.0):
+    """Mean and (population) std of x over the valid tokens of each group, broadcast to (B, T).
+
+    x, mask (B, T); group_ids (B,). A group with no valid token gets mean 0, std 0.
+    """
+    uniq, inv = torch.unique(group_ids, return_inverse=True)
+    G = len(uniq)
+    m = mask.float()
+    xf = x.detach().float() * m
+    cnt = torch.zeros(G, device=x.device).index_add_(0, inv, m.sum(-1))             # (G,)
+    s = torch.zeros(G, device=x.device).index_add_(0, inv, xf.sum(-1))              # (G,)
+    mean = s / cnt.clamp(min=1)                                                      # (G,)
+    dev = ((x.detach().float() - mean[inv].unsqueeze(-1)) ** 2) * m                 # (B, T)
+    var = torch.zeros(G, device=x.device).index_add_(0, inv, dev.sum(-1)) / cnt.clamp(min=1)
+    B, T = x.shape
+    return mean[inv].unsqueeze(-1).expand(B, T), var.sqrt()[inv].unsqueeze(-1).expand(B, T)
+
+
+def quadrant_ids(advantages: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor,
+                 group_ids: torch.Tensor) -> torch.Tensor:
+    """EAPO quadrant of each token: 0 PHR, 1 PLR, 2 NHR, 3 NLR; -1 invalid or A == 0. (B, T) long.
+
+    Positive/negative = sign of the advantage; high-entropy iff H >= μ_H, the mean H over the
+    valid tokens of the token's group (the G responses of one prompt).
+    """
+    mu, _ = group_token_stats(entropy, mask, group_ids)                  # (B, T)
+    high = entropy.detach().float() >= mu                                # (B, T)
+    pos, neg = advantages > 0, advantages < 0
+    q = torch.full(advantages.shape, -1, dtype=torch.long, device=advantages.device)
+    q[pos & high] = 0
+    q[pos & ~high] = 1
+    q[neg & high] = 2
+    q[neg & ~high] = 3
+    q[~mask.bool()] = -1
+    return q

@@ -91,6 +91,7 @@ class TokenContext:
     rewards: torch.Tensor         # (B,) scalar reward of each response
     temperatures: torch.Tensor    # (B, T) temperature each token was sampled at
     ref_logp: torch.Tensor | None = None   # (B, T) reference model, when KL is on
+    micro_batch_ids: torch.Tensor | None = None  # (B,) which micro-batch each response is in (step ctx)
     step: int = 0                 # optimizer step counter (global)
     seed: int = 0
     clip_low: float = 0.2
@@ -145,6 +146,10 @@ class Strategy:
         return None  # None: the base clipped surrogate
 
     def extra_loss(self, ctx: TokenContext) -> torch.Tensor | None:
+        return None
+
+    def loss_agg(self) -> str | None:
+        """A loss aggregation mode this strategy requires (e.g. 'weighted-token-mean'), or None."""
         return None
 
     def metrics(self, ctx: TokenContext) -> dict[str, float]:
