@@ -10,21 +10,25 @@ _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 def last_boxed(text: str) -> str | None:
     """Content of the last complete \\boxed{...} or \\fbox{...} in text, or None.
 
-    Braces nest (\\boxed{\\frac{1}{2}} -> \\frac{1}{2}); an unclosed box is ignored. Linear time.
+    Braces nest (\\boxed{\\frac{1}{2}} -> \\frac{1}{2}); an unclosed box is ignored. One linear pass
+    matches every brace, so hostile input (50k unclosed boxes) stays linear.
     """
     if not isinstance(text, str):
         return None
     if len(text) > MAX_SCAN:
         text = text[-MAX_SCAN:]
-    for m in reversed(list(_BOX.finditer(text))):
-        depth, i = 1, m.end()
-        while i < len(text):
-            c = text[i]
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[m.end():i].strip()
-            i += 1
+    starts = [m.end() for m in _BOX.finditer(text)]  # index just after each box's "{"
+    if not starts:
+        return None
+    close: dict[int, int] = {}
+    stack: list[int] = []
+    for i, c in enumerate(text):
+        if c == "{":
+            stack.append(i)
+        elif c == "}" and stack:
+            close[stack.pop()] = i
+    for s in reversed(starts):
+        e = close.get(s - 1)
+        if e is not None:
+            return text[s:e].strip()
     return None

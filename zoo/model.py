@@ -1,0 +1,104 @@
+"""Policy + tokenizer: the tiny character-level model trained here, or any local HF causal LM."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+# printable ASCII + newline: every character the synthetic tasks (and most math text) use
+DEFAULT_CHARSET = "\n" + "".join(chr(c) for c in range(32, 127))
+
+
+def build_char_tokenizer(charset: str = DEFAULT_CHARSET):
+    """A one-character-per-token tokenizer made locally (no hub), as a PreTrainedTokenizerFast."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set(charset))
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + chars)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>", padding_side="left")
+
+
+def build_tiny_model(tokenizer, layers: int = 2, hidden: int = 128, heads: int = 4, intermediate: int = 512,
+                     max_positions: int = 512, seed: int = 0):
+    """A small Llama-style causal LM with tied embeddings (0.5M parameters at the defaults).
+
+    Llama rather than Qwen2: AutoTokenizer maps a qwen2 config to Qwen2Tokenizer, which drops the
+    spaces of our character tokenizer; for a llama config it loads tokenizer.json as saved.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=heads, intermediate_size=intermediate,
+                      max_position_embeddings=max_positions, tie_word_embeddings=True,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id)
+    return LlamaForCausalLM(cfg)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_policy(path: str | Path, dtype: str = "float32", device: str = "auto"):
+    """(model, tokenizer) from a local HF causal-LM directory; clear errors for bad paths."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"model path '{path}' does not exist (expected a local HF causal-LM directory "
+                                "with config.json; build the tiny one with `zoo pretrain`)")
+    if not (p / "config.json").exists():
+        raise ValueError(f"model path '{path}' has no config.json: not a Hugging Face model directory")
+    cfg = AutoConfig.from_pretrained(p, local_files_only=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=_DTYPES[dtype])
+    except ValueError as e:
+        raise ValueError(f"model path '{path}' ({cfg.model_type}) is not a causal LM: {e}") from None
+    tok = AutoTokenizer.from_pretrained(p, local_files_only=True)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.to(resolve_device(device))
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def save_policy(model, tokenizer, out: str | Path, meta: dict | None = None) -> None:
+    """save_pretrained for model and tokenizer, so transformers loads the directory as is."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    if meta is not None:
+        (out / "zoo_meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def lm_parts(model):
+    """(decoder returning final hidden states, LM-head weight (V, D), LM-head bias or None)."""
+    head = model.get_output_embeddings()
+    return model.get_decoder(), head.weight, getattr(head, "bias", None)
+
+
+def encode_prompts(tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompt ids (B, P) and bool mask, tokenised with the tokenizer's special tokens."""
+    enc = [tokenizer(p)["input_ids"] for p in prompts]
+    P = max(len(e) for e in enc)
+    ids = torch.full((len(enc), P), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(enc), P), dtype=torch.bool)
+    for i, e in enumerate(enc):
+        ids[i, P - len(e):] = torch.tensor(e, dtype=torch.long)
+        mask[i, P - len(e):] = True
+    return ids, mask

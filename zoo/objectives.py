@@ -1,0 +1,140 @@
+"""Base objectives (GRPO, DAPO, ...) and the assembly of an algorithm = base + ordered strategies.
+
+A base fixes the advantage estimator and the defaults of the clipped surrogate's knobs
+(ALGORITHMS.md "Base objectives"); a config may override each knob. Loss variants are entries
+in this registry, never branches in the trainer.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from zoo import ops
+from zoo.config import AlgorithmConfig, ConfigError, RolloutConfig, build_dataclass
+from zoo.registry import BASES, STRATEGIES, UnknownNameError
+from zoo.strategy import Strategy
+
+
+@dataclass(frozen=True)
+class BaseObjective:
+    name: str
+    description: str
+    paper: str
+    loss_agg: str
+    clip_low: float
+    clip_high: float
+    dynamic_sampling: bool
+    overlong: bool                           # DAPO overlong reward shaping on by default
+    advantage: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]  # (rewards (B,), group_ids (B,), eps) -> (B,)
+    sequence_level: bool = False             # GSPO-style: per-token weights/shaping unsupported
+
+
+BASES.add("grpo", BaseObjective(
+    name="grpo", description="GRPO: group-normalised advantages, clip 0.2, per-response token mean.",
+    paper="Shao et al. 2024, DeepSeekMath, arXiv 2402.03300",
+    loss_agg="seq-mean-token-mean", clip_low=0.2, clip_high=0.2, dynamic_sampling=False, overlong=False,
+    advantage=lambda r, g, eps: ops.grpo_advantages(r, g, eps)))
+
+BASES.add("dapo", BaseObjective(
+    name="dapo", description="DAPO: clip-higher 0.2/0.28, token-mean, dynamic sampling, overlong shaping.",
+    paper="Yu et al. 2025, DAPO, arXiv 2503.14476",
+    loss_agg="token-mean", clip_low=0.2, clip_high=0.28, dynamic_sampling=True, overlong=True,
+    advantage=lambda r, g, eps: ops.grpo_advantages(r, g, eps)))
+
+
+def get_base(name: str) -> BaseObjective:
+    try:
+        return BASES.get(name)
+    except UnknownNameError as e:
+        raise ConfigError(f"algorithm.base: {e}") from None
+
+
+def build_strategies(algo: AlgorithmConfig) -> list[Strategy]:
+    """Instantiate and validate the configured strategies, in order."""
+    out: list[Strategy] = []
+    for i, spec in enumerate(algo.strategies):
+        path = f"algorithm.strategies[{i}]"
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise ConfigError(f"{path}: expected a mapping with a 'name' key, got {spec!r}")
+        params = {k: v for k, v in spec.items() if k != "name"}
+        try:
+            cls = STRATEGIES.get(str(spec["name"]))
+        except UnknownNameError as e:
+            raise ConfigError(f"{path}.name: {e}") from None
+        strat = build_dataclass(cls, params, path)
+        try:
+            strat.validate()
+        except ValueError as e:
+            raise ConfigError(f"{path} ({cls.name}): {e}") from None
+        out.append(strat)
+    return out
+
+
+def check_combination(algo: AlgorithmConfig, strategies: list[Strategy]) -> None:
+    base = get_base(algo.base)
+    replacing = [s.name for s in strategies if s.replaces_policy_loss]
+    if len(replacing) > 1:
+        raise ConfigError(f"algorithm.strategies: {', '.join(replacing)} each replace the policy loss; "
+                          "at most one strategy may do so")
+    if base.sequence_level:
+        bad = [s.name for s in strategies if s.token_level and not s.supports_sequence_level]
+        if bad:
+            raise ConfigError(f"algorithm: base '{base.name}' is sequence-level; token-level strategies "
+                              f"{', '.join(bad)} cannot weight or shape its per-token terms")
+    aggs = {s.loss_agg() for s in strategies} - {None}
+    if len(aggs) > 1:
+        raise ConfigError(f"algorithm.strategies ask for different loss aggregations: {sorted(aggs)}")
+    view = dataclasses.replace(algo)
+    object.__setattr__(view, "strategies", strategies)
+    for s in strategies:
+        try:
+            s.check_compatible(view)
+        except ValueError as e:
+            raise ConfigError(f"algorithm.strategies ({s.name}): {e}") from None
+
+
+def resolve_algorithm(algo: AlgorithmConfig, rollout: RolloutConfig) -> AlgorithmConfig:
+    """Fill None/'' knobs from the base's defaults and expand strategies to their full params."""
+    base = get_base(algo.base)
+    strategies = build_strategies(algo)
+    agg = algo.loss_agg or next((s.loss_agg() for s in strategies if s.loss_agg()), None) or base.loss_agg
+    if agg not in ops.AGG_MODES:
+        raise ConfigError(f"algorithm.loss_agg: unknown '{agg}'; valid: {', '.join(ops.AGG_MODES)}")
+    overlong = algo.overlong_buffer
+    if overlong is None:
+        overlong = max(1, rollout.max_new_tokens // 4) if base.overlong else 0
+    if overlong < 0 or overlong > rollout.max_new_tokens:
+        raise ConfigError(f"algorithm.overlong_buffer must be in [0, rollout.max_new_tokens={rollout.max_new_tokens}], got {overlong}")
+    resolved = dataclasses.replace(
+        algo,
+        loss_agg=agg,
+        clip_low=base.clip_low if algo.clip_low is None else algo.clip_low,
+        clip_high=base.clip_high if algo.clip_high is None else algo.clip_high,
+        dynamic_sampling=base.dynamic_sampling if algo.dynamic_sampling is None else algo.dynamic_sampling,
+        overlong_buffer=overlong,
+        strategies=tuple({"name": s.name, **dataclasses.asdict(s)} for s in strategies),
+    )
+    if resolved.clip_low < 0 or resolved.clip_high < 0:
+        raise ConfigError("algorithm.clip_low / clip_high must be >= 0")
+    if resolved.kl_coef < 0:
+        raise ConfigError(f"algorithm.kl_coef must be >= 0, got {resolved.kl_coef}")
+    check_combination(resolved, strategies)
+    return resolved
+
+
+def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, scale: float) -> torch.Tensor:
+    """DAPO soft overlong punishment, ADDED to the reward. lengths (B,) -> (B,).
+
+    R_len = 0 if |y| <= L_max - L_c; ((L_max - L_c) - |y|) / L_c if L_max - L_c < |y| <= L_max; times scale.
+    """
+    if buffer <= 0:
+        return torch.zeros_like(lengths, dtype=torch.float32)
+    start = max_len - buffer
+    over = (start - lengths.float()) / buffer                  # (B,) negative past the start
+    pen = torch.where(lengths.float() > start, over, torch.zeros_like(over))
+    return scale * pen.clamp(min=-1.0)
