@@ -48,13 +48,15 @@ def last_boxed_linear(text: str) -> str | None:
 def _clean_tail(s: str) -> str:
     s = s.strip()
     s = s.split("\n", 1)[0].strip()
-    s = s.strip("$ ").strip()
-    s = re.sub(r"^\\\(|\\\)$", "", s).strip()
-    s = s.rstrip(".").strip()
+    for _ in range(3):
+        s = s.strip("$ ").strip()
+        s = re.sub(r"^\\\(|\\\)$", "", s).strip()
+        s = s.rstrip(".").strip()
     return s
 
 
 _PROSE = re.compile(r"[A-Za-z]{4,}")
+_WORD = re.compile(r"[A-Za-z]{2,}")
 
 
 def _looks_like_answer(s: str) -> bool:
@@ -62,8 +64,7 @@ def _looks_like_answer(s: str) -> bool:
     if len(s) > 300 or "\n" in s.strip():
         return False
     stripped = re.sub(r"\\(?:begin|end)\{[^{}]*\}|\\text\{[^{}]*\}|\\[A-Za-z]+", " ", s)
-    words = _PROSE.findall(stripped)
-    return len(words) <= 1
+    return len(_PROSE.findall(stripped)) <= 1 and len(_WORD.findall(stripped)) <= 2
 
 
 def extract_answer(text: str) -> str | None:
@@ -76,7 +77,8 @@ def extract_answer(text: str) -> str | None:
         return None
     if "\x00" in text:
         text = text.replace("\x00", "")
-    if len(text) > MAX_SCAN_CHARS:
+    truncated = len(text) > MAX_SCAN_CHARS
+    if truncated:
         text = text[-MAX_SCAN_CHARS:]
     boxed = last_boxed_linear(text)
     if boxed is not None:
@@ -99,6 +101,8 @@ def extract_answer(text: str) -> str | None:
         s = _clean_tail(text)
         if s:
             return s
+    if truncated:  # a huge text without a marked answer: its last number means nothing
+        return None
     nums = _NUMBER.findall(text[-5000:])
     if nums:
         return nums[-1].rstrip(",")

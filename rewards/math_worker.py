@@ -6,7 +6,9 @@ symbolic stage under an address-space limit; the parent kills it when a case ove
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 
 MEMORY_LIMIT_BYTES = 2 << 30
 
@@ -21,10 +23,16 @@ def main() -> None:
     sys.setrecursionlimit(4000)
     from rewards.math_parse import symbolic_equivalent
 
+    try:  # tests simulate a stalled sympy with this; never set in production
+        delay = float(os.environ.get("REWARDS_MATH_TEST_DELAY", "0") or 0)
+    except ValueError:
+        delay = 0.0
     out = sys.stdout.buffer
     out.write(b"ready\n")
     out.flush()
     for line in sys.stdin.buffer:
+        if delay > 0:
+            time.sleep(delay)
         try:
             a, g = json.loads(line)
             ok = bool(symbolic_equivalent(str(a), str(g)))

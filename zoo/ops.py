@@ -85,7 +85,8 @@ def logprobs_and_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
 def quantile_kth(v: torch.Tensor, q: float) -> torch.Tensor:
     """torch.quantile(v, q) (linear interpolation) via kthvalue: no 2^24-element limit.
 
-    v is 1-D and non-empty. Position p = q·(n-1); result = v_(floor p) + frac·(v_(ceil p) - v_(floor p)).
+    v is 1-D and non-empty. Position p = q·(n-1), computed in v's dtype exactly as torch.quantile
+    does, so the result matches it bit for bit; result = lerp(v_(floor p), v_(ceil p), p - floor p).
     """
     n = v.numel()
     if n == 0:
@@ -93,13 +94,14 @@ def quantile_kth(v: torch.Tensor, q: float) -> torch.Tensor:
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"quantile q must be in [0, 1], got {q}")
     v = v.float()
-    pos = q * (n - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
+    pos = torch.tensor(q, dtype=torch.float32 if n <= 2 ** 24 else torch.float64) * (n - 1)
+    lo = int(pos.floor())
+    hi = min(int(pos.ceil()), n - 1)
     v_lo = torch.kthvalue(v, lo + 1).values
     if hi == lo:
         return v_lo
     v_hi = torch.kthvalue(v, hi + 1).values
-    return v_lo + (pos - lo) * (v_hi - v_lo)
+    return torch.lerp(v_lo, v_hi, (pos - lo).to(v.dtype))
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:

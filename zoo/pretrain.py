@@ -110,8 +110,8 @@ def pretrain(cfg: Config, out: str | Path, log=print) -> dict:
             res = evaluate(model, tok, val, reward, max_new_tokens=cfg.rollout.max_new_tokens, greedy=False, k=1,
                            seed=pc.seed)
             acc = res.metrics["eval/avg@1"]
-            hist.append({"step": step, "loss": float(loss), "sampled_accuracy": acc})
-            log(f"[pretrain] step {step}: loss {float(loss):.3f}, sampled accuracy {acc:.3f} ({time.time() - t0:.0f}s)")
+            hist.append({"step": step, "loss": loss.item(), "sampled_accuracy": acc})
+            log(f"[pretrain] step {step}: loss {loss.item():.3f}, sampled accuracy {acc:.3f} ({time.time() - t0:.0f}s)")
             if step >= pc.min_steps and acc >= pc.stop_at_accuracy:
                 break
     greedy = evaluate(model, tok, val, reward, max_new_tokens=cfg.rollout.max_new_tokens, greedy=True, k=0)
