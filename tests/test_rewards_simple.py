@@ -6,6 +6,10 @@ from fractions import Fraction
 
 import pytest
 
+# A hang guard, not a speed claim: generous so a loaded CI machine never flakes, yet far below
+# what an unbounded parse (9^9^9^9, a 1 MB string) would take.
+HANG_GUARD_S = 6.0
+
 from rewards.arith import arith_reward, parse_number
 from rewards.countdown import check_countdown, countdown_reward, parse_expression
 from rewards.registry import _REWARDS
@@ -59,7 +63,7 @@ def test_arith_hostile_sizes_are_fast():
     for c in ("\\boxed{" * 50_000, "\\boxed{{" * 50_000 + "}", "9" * 1_000_000, "{" * 100_000 + "\\boxed{6}"):
         arith_reward([c], ["6"])
     assert arith_reward(["x" * 100_000 + "\\boxed{6}"], ["6"]) == [1.0]
-    assert time.perf_counter() - t0 < 2.0
+    assert time.perf_counter() - t0 < HANG_GUARD_S
 
 
 # -------------------------------------------------------------------------------- countdown
@@ -114,7 +118,7 @@ def test_countdown_hostile_sizes_are_fast():
         assert countdown_reward([c], [GOLD]) == [0.0]
     assert parse_expression("(" * 40 + "1" + ")" * 40) is None       # depth bound
     assert parse_expression("(" * 20 + "1" + ")" * 20)[0] == 1
-    assert time.perf_counter() - t0 < 2.0
+    assert time.perf_counter() - t0 < HANG_GUARD_S
 
 
 @pytest.mark.parametrize("gold", ["", "nope", "{}", '{"numbers":[3,5,2]}', '{"numbers":"352","target":16}',

@@ -59,12 +59,16 @@ def filter_logits(logits: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> t
 @torch.no_grad()
 def generate(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
-             temperature_hook: TemperatureHook | None = None, generator: torch.Generator | None = None):
-    """Sample continuations of left-padded prompts. Returns a dict of (B, T) tensors + truncated (B,)."""
+             temperature_hook: TemperatureHook | None = None, generator: torch.Generator | None = None,
+             stop_at_eos: bool = True):
+    """Sample continuations of left-padded prompts. Returns a dict of (B, T) tensors + truncated (B,).
+
+    stop_at_eos=False generates exactly max_new_tokens (benchmarks), treating EOS as an ordinary token.
+    """
     dev = next(model.parameters()).device
     ids, am = prompt_ids.to(dev), prompt_mask.to(dev).long()
     B = ids.shape[0]
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    eos, pad = (tokenizer.eos_token_id if stop_at_eos else -1), tokenizer.pad_token_id
     pos = (am.cumsum(-1) - 1).clamp(min=0)                                     # (B, P) explicit for left padding
     kw = _cache_kw(model)
     out = model(input_ids=ids, attention_mask=am, position_ids=pos, use_cache=True)

@@ -1,0 +1,29 @@
+# make setup       create .venv and install torch 2.13 (CPU wheel) first, then the project
+# make quickstart  build the tiny base model if needed and run GRPO on it (~5-10 min on 2 cores)
+# make test        the test suite (fast tests; `-m slow` for training-level ones)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup quickstart test test-slow clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+quickstart: setup
+	$(VENV)/bin/zoo train --config configs/quickstart.yaml --out runs/quickstart
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf runs/smoke runs/train .pytest_cache

@@ -1,0 +1,104 @@
+"""`zoo train` from the command line, and every preset through the real training step."""
+import json
+
+import pytest
+import yaml
+
+from conftest import REPO, small_config
+from zoo.cli import main
+from zoo.config import preset_files
+from zoo.logging import read_metrics
+from zoo.trainer import Trainer
+
+
+def test_cli_train_run_dir_contents(tiny_model_dir, tmp_path, capsys):
+    cfg = {
+        "model": {"name_or_path": str(tiny_model_dir)},
+        "task": {"name": "arith", "train_size": 100, "eval_size": 8},
+        "algorithm": {"preset": "top20"},
+        "rollout": {"group_size": 4, "prompts_per_step": 4, "max_new_tokens": 10},
+        "train": {"steps": 3, "threads": 1},
+        "eval": {"every": 2, "n": 8, "k": 2},
+        "checkpoint": {"every": 2},
+        "log": {"progress": True, "tensorboard": True},
+    }
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(f), "--out", str(out), "--set", "train.lr=2e-4"]) == 0
+    rows = read_metrics(out)
+    steps = [r for r in rows if "reward/mean" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    for r in steps:
+        assert "entropy/mean" in r and "budget/tokens" in r and "quadrant/PHR_share" in r
+    assert any("eval/accuracy" in r and r["step"] == 0 for r in rows)
+    assert any("eval/accuracy" in r and r["step"] == 3 for r in rows)
+    assert any("top_entropy/kept_share" in r for r in steps)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train"]["lr"] == 2e-4 and saved["algorithm"]["base"] == "dapo"
+    assert list((out / "tb").glob("events.out.tfevents*"))
+    assert (out / "ckpt-0000002" / "COMPLETE").exists() and (out / "ckpt-0000003" / "COMPLETE").exists()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(out / "final")
+    tok = AutoTokenizer.from_pretrained(out / "final")
+    assert tok.decode(tok("a b")["input_ids"], skip_special_tokens=True) == "a b"
+    printed = json.loads(capsys.readouterr().out)
+    assert "eval/accuracy" in printed
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text("train: {stepz: 3}\n")
+    assert main(["train", "--config", str(f), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "train.stepz" in err and "train.steps" in err
+    f.write_text("model: {name_or_path: /nonexistent/model}\n")
+    assert main(["train", "--config", str(f), "--out", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_zoo_list_shows_every_strategy_and_preset(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    import algorithms  # noqa: F401
+    from zoo.registry import STRATEGIES
+
+    for name in STRATEGIES.names() + list(preset_files()) + ["grpo", "dapo", "countdown", "math"]:
+        assert name in out
+    assert "2506.01939" in out
+
+
+def test_zoo_eval_command(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "e.json"
+    assert main(["eval", "--model", str(tiny_model_dir), "--task", "countdown", "--n", "6", "--k", "4",
+                 "--top-p", "0.7", "--sampler", "fork_t12", "--out", str(out), "--set", "train.threads=1"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert {"eval/accuracy", "eval/avg@4", "eval/pass@1", "eval/pass@4"} <= set(m)
+    assert len(json.loads(out.read_text())["per_problem"]) == 6
+
+
+@pytest.mark.parametrize("preset", sorted(preset_files()))
+def test_every_preset_trains_through_the_real_step(tiny_model_dir, tmp_path, preset):
+    cfg = small_config(tiny_model_dir, algorithm={"preset": preset}, reward={"name": "_test_parity_e2e"},
+                       train={"steps": 2, "lr": 1e-3, "threads": 1, "micro_batch_size": 4},
+                       eval={"at_start": False, "every": 0, "n": 4, "k": 1})
+    t = Trainer(cfg, tmp_path / preset, log=lambda *a: None)
+    t.train()
+    rows = [r for r in read_metrics(tmp_path / preset) if "reward/mean" in r or "train/skipped_no_signal" in r]
+    assert len(rows) == 2
+    for r in rows:
+        for k, v in r.items():
+            assert v is None or not (isinstance(v, float) and v != v), f"{preset}: {k} is NaN"
+    names = {s["name"] for s in cfg.algorithm.strategies}
+    trained = [r for r in rows if "loss/total" in r]
+    for n in names - {"identity"}:
+        assert any(k.startswith(n + "/") for r in trained for k in r), f"{preset}: no {n}/ diagnostics"
+
+
+from rewards import register_reward  # noqa: E402
+
+
+@register_reward("_test_parity_e2e")
+def _parity(completions, golds):
+    return [float(len(c) % 2) for c in completions]
