@@ -78,11 +78,6 @@ def quadrant_metrics(ctx: TokenContext) -> dict[str, float]:
     return out
 
 
-def _no_gspo(name: str, algorithm) -> None:
-    if getattr(algorithm, "base", None) == "gspo":
-        raise ValueError(f"{name} works per token; the gspo base is sequence-level")
-
-
 @register_strategy("eapo", description="Four-quadrant entropy-aware advantage modulation (sign-aware, group-normalised H).",
                    paper="He et al. 2026, arXiv 2604.11056")
 class EAPO(Strategy):
@@ -102,9 +97,6 @@ class EAPO(Strategy):
                              f"(got alpha={self.alpha}, phi={self.phi})")
         _quadrant_index(self.quadrants, "eapo")
 
-    def check_compatible(self, algorithm) -> None:
-        _no_gspo("eapo", algorithm)
-
     def shape_advantages(self, ctx: TokenContext) -> torch.Tensor:
         return eapo_advantages(ctx.advantages, ctx.entropy, ctx.mask, ctx.group_ids,
                                self.alpha, self.phi, list(self.quadrants))
@@ -123,9 +115,6 @@ class QuadrantIsolation(Strategy):
     def validate(self) -> None:
         if not _quadrant_index(self.quadrants, "quadrant_isolation"):
             raise ValueError("quadrant_isolation: quadrants must name at least one of " + ", ".join(QUADRANTS))
-
-    def check_compatible(self, algorithm) -> None:
-        _no_gspo("quadrant_isolation", algorithm)
 
     def token_weights(self, ctx: TokenContext) -> torch.Tensor:
         idx = _quadrant_index(self.quadrants, "quadrant_isolation")

@@ -43,10 +43,6 @@ class EntropyAdvantage(Strategy):
             raise ValueError(f"entropy_advantage: kappa must be >= 1 (so ψ <= |A|/κ can't flip the sign of A), "
                              f"got {self.kappa!r}")
 
-    def check_compatible(self, algorithm) -> None:
-        if getattr(algorithm, "base", None) == "gspo":
-            raise ValueError("entropy_advantage shapes per-token advantages; the gspo base is sequence-level")
-
     def shape_advantages(self, ctx: TokenContext) -> torch.Tensor:
         shaped = entropy_shaped_advantages(ctx.advantages, ctx.entropy, self.alpha, self.kappa)  # (B, T)
         return torch.where(ctx.mask.bool(), shaped, ctx.advantages)                               # padding unchanged

@@ -83,10 +83,6 @@ class TopEntropy(Strategy):
         if not isinstance(self.invert, bool):
             raise ValueError(f"top_entropy: invert must be true or false, got {self.invert!r}")
 
-    def check_compatible(self, algorithm) -> None:
-        if getattr(algorithm, "base", None) == "gspo":
-            raise ValueError("top_entropy weights tokens; the sequence-level gspo base has no per-token loss")
-
     def _top(self, ctx: TokenContext) -> tuple[torch.Tensor, list[float]]:
         """The top-ρ mask (B, T) under this scope, and the threshold(s) used."""
         H, mask = ctx.entropy, ctx.mask.bool()

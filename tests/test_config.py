@@ -120,3 +120,28 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("train: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_incompatible_seed_combinations_are_config_errors():
+    with pytest.raises(ConfigError, match="requires 'weighted-token-mean'"):
+        config_from_dict({"algorithm": {"loss_agg": "token-mean",
+                                        "strategies": [{"name": "top_entropy", "normalize": "selected"}]}})
+    with pytest.raises(ConfigError, match="sampling temperatures"):
+        config_from_dict({"algorithm": {"strategies": [{"name": "forking_temperature"},
+                                                       {"name": "forking_temperature", "t_high": 1.5}]}})
+    from zoo.objectives import BaseObjective, check_combination, build_strategies
+    from zoo.registry import BASES
+    import zoo.ops as ops
+
+    BASES.add("_test_seq", BaseObjective("_test_seq", "", "", "token-mean", 0.2, 0.2, False, False,
+                                         ops.grpo_advantages, sequence_level=True))
+    algo = config_from_dict({"algorithm": {"strategies": [{"name": "top_entropy"}]}}).algorithm
+    algo = dataclasses.replace(algo, base="_test_seq")
+    with pytest.raises(ConfigError, match="sequence-level"):
+        check_combination(algo, build_strategies(algo))
+
+
+def test_composition_top_entropy_with_forking_temperature():
+    cfg = config_from_dict({"algorithm": {"base": "dapo", "strategies": [
+        {"name": "top_entropy", "rho": 0.2}, {"name": "forking_temperature", "t_high": 1.2}]}})
+    assert [s["name"] for s in cfg.algorithm.strategies] == ["top_entropy", "forking_temperature"]

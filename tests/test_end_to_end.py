@@ -102,3 +102,51 @@ from rewards import register_reward  # noqa: E402
 @register_reward("_test_parity_e2e")
 def _parity(completions, golds):
     return [float(len(c) % 2) for c in completions]
+
+
+def test_composed_top_entropy_sees_base_temperature_entropy(tiny_model_dir, tmp_path):
+    """top_entropy + forking_temperature: π_old uses each token's sampling temperature, while the
+    entropy the selection sees is taken at the base rollout temperature."""
+    import torch
+    from torch.testing import assert_close
+
+    from zoo.rollout import response_logp_entropy
+    from zoo.strategy import Strategy, register_strategy
+
+    seen = {}
+
+    @register_strategy("_test_spy")
+    class Spy(Strategy):
+        def token_weights(self, ctx):
+            seen["entropy"], seen["temps"] = ctx.entropy.clone(), ctx.temperatures.clone()
+            return None
+
+    from zoo.data import get_task
+    from zoo.model import load_policy
+    from zoo.rollout import HFEngine
+
+    probe = HFEngine(*load_policy(tiny_model_dir)).sample(get_task("countdown").problems("train", 4, 0), 4,
+                                                          max_new_tokens=12, temperature=1.0)
+    h_fork = float(probe.entropy[probe.response_mask].median())  # about half the tokens run hot
+    cfg = small_config(tiny_model_dir, reward={"name": "_test_parity_e2e"},
+                       algorithm={"base": "dapo", "dynamic_sampling": False, "strategies": [
+                           {"name": "top_entropy", "rho": 0.2}, {"name": "forking_temperature", "h_fork": h_fork,
+                                                                 "t_low": 0.8, "t_high": 1.5}, {"name": "_test_spy"}]},
+                       rollout={"group_size": 4, "prompts_per_step": 4, "max_new_tokens": 12, "temperature": 1.0})
+    t = Trainer(cfg, tmp_path / "run", log=lambda *a: None)
+    sc, _ = t.rollout()
+    b = sc.batch
+    temps = b.temperatures[b.response_mask]
+    assert (temps == 1.5).any() and (temps == 0.8).any()
+    m = t.optimizer_step(sc, list(range(len(b.texts))), first=True)
+    with torch.no_grad():
+        lp, ent_base = response_logp_entropy(t.model, b.prompt_ids, b.prompt_mask, b.response_ids,
+                                             b.response_mask, b.temperatures, 1.0)
+        _, ent_hot = response_logp_entropy(t.model, b.prompt_ids, b.prompt_mask, b.response_ids,
+                                           b.response_mask, b.temperatures, 1.5)
+    # (the model was updated after the hooks ran, so compare against the sampler's records)
+    assert_close(seen["entropy"][b.response_mask], b.entropy[b.response_mask], atol=1e-5, rtol=0)
+    assert_close(sc.old_logp[b.response_mask], b.logp[b.response_mask], atol=1e-5, rtol=0)
+    assert not torch.allclose(ent_hot[b.response_mask], ent_base[b.response_mask])
+    assert torch.equal(seen["temps"], b.temperatures)
+    assert "top_entropy/kept_share" in m and "forking_temperature/hot_share" in m

@@ -224,16 +224,15 @@ def test_top_entropy_validate(kw, msg):
         TopEntropy(**kw).validate()
 
 
-def test_registered_and_gspo_incompatible():
+def test_registered_and_token_level_flags():
     for name in ("top_entropy", "entropy_advantage", "eapo", "quadrant_isolation", "forking_temperature"):
         cls = STRATEGIES.get(name)
         assert cls.paper and cls.description
         cls().validate()                                         # defaults are valid
-    algo = SimpleNamespace(base="gspo", strategies=[TopEntropy()])
+    # per-token strategies are refused on a sequence-level base (zoo.objectives.check_combination)
     for s in (TopEntropy(), EntropyAdvantage(), EAPO(), QuadrantIsolation()):
-        with pytest.raises(ValueError, match="gspo"):
-            s.check_compatible(algo)
-    ForkingTemperature().check_compatible(algo)                  # sampling only: fine on any base
+        assert s.token_level and not s.supports_sequence_level
+    assert not ForkingTemperature().token_level                  # sampling only: fine on any base
 
 
 # ------------------------------------------------------------------------------------------------

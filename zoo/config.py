@@ -24,6 +24,8 @@ from zoo.registry import nearest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO_ROOT / "configs" / "presets"
+# The built-in strategy package registers itself like any plugin (zoo never imports a concrete strategy).
+BUILTIN_PLUGINS = ("algorithms",)
 
 
 class ConfigError(ValueError):
@@ -352,7 +354,7 @@ def config_from_dict(raw: dict, overrides: list[str] | None = None) -> Config:
     raw = apply_overrides(raw or {}, overrides)
     if not isinstance(raw, dict):
         raise ConfigError(f"config must be a mapping, got {type(raw).__name__}")
-    import_plugins(raw.get("plugins") or ())
+    import_plugins(BUILTIN_PLUGINS + tuple(raw.get("plugins") or ()))
     raw = dict(raw)
     raw["algorithm"] = resolve_algorithm_block(raw.get("algorithm"))
     cfg = build_dataclass(Config, raw)

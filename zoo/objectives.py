@@ -89,6 +89,13 @@ def check_combination(algo: AlgorithmConfig, strategies: list[Strategy]) -> None
     aggs = {s.loss_agg() for s in strategies} - {None}
     if len(aggs) > 1:
         raise ConfigError(f"algorithm.strategies ask for different loss aggregations: {sorted(aggs)}")
+    if aggs and algo.loss_agg not in aggs:
+        raise ConfigError(f"algorithm.loss_agg is '{algo.loss_agg}' but a strategy requires '{aggs.pop()}' "
+                          "(e.g. top_entropy normalize: selected); drop one of the two")
+    samplers = [s.name for s in strategies if s.overrides("token_temperature")]
+    if len(samplers) > 1:
+        raise ConfigError(f"algorithm.strategies: {', '.join(samplers)} each set sampling temperatures; "
+                          "at most one strategy may")
     view = dataclasses.replace(algo)
     object.__setattr__(view, "strategies", strategies)
     for s in strategies:
