@@ -6,6 +6,8 @@ every regex is linear on inputs of bounded length and no number is built past a 
 from __future__ import annotations
 
 import re
+
+from rewards.boxed import last_boxed
 from fractions import Fraction
 
 MAX_ANSWER_CHARS = 2000      # an extracted answer longer than this is not scored (False)
@@ -16,33 +18,15 @@ MAX_SCI_EXP = 400            # |e| in 1.2e{e} / 1.2\times10^{e} accepted by the 
 # --------------------------------------------------------------------------------------------
 # extraction
 # --------------------------------------------------------------------------------------------
-_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _FINAL = re.compile(r"(?:final\s+answer|the\s+answer)\s*(?:is|:|=)\s*:?\s*", re.IGNORECASE)
 _HASHES = re.compile(r"####\s*")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
 def last_boxed_linear(text: str) -> str | None:
-    """Content of the last complete ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces), or None.
-
-    Same result as :func:`rewards.boxed.last_boxed` but one backward-compatible forward pass, so
-    thousands of unclosed boxes cannot make it quadratic.
-    """
-    start_set = {m.end() for m in _BOX.finditer(text)}
-    if not start_set:
-        return None
-    best: tuple[int, int] | None = None
-    stack: list[int] = []
-    for i, c in enumerate(text):
-        if c == "{":
-            stack.append(i + 1)
-        elif c == "}" and stack:
-            s = stack.pop()
-            if s in start_set and (best is None or s > best[0]):
-                best = (s, i)
-    if best is None:
-        return None
-    return text[best[0]:best[1]].strip()
+    """Content of the last complete ``\\boxed{...}`` / ``\\fbox{...}``: :func:`rewards.boxed.last_boxed`
+    (one linear pass, so thousands of unclosed boxes cannot make it quadratic)."""
+    return last_boxed(text)
 
 
 def _clean_tail(s: str) -> str:

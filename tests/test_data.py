@@ -229,3 +229,20 @@ def test_unknown_task_and_params():
         get_task("gsm8k")
     with pytest.raises(ValueError, match="n_numbers"):
         get_task("countdown", n_numbers=9)
+
+
+def test_countdown_worked_solutions_show_correct_steps():
+    from rewards import get_reward
+    from zoo.data import expression_steps
+
+    assert expression_steps("(10-5)*9") == ["10-5=5", "5*9=45"]
+    assert expression_steps("5+2*6") == ["2*6=12", "5+12=17"]
+    task = get_task("countdown", worked=True)
+    probs = task.problems("train", 300, 0)
+    assert get_reward("countdown")([p.solution for p in probs], [p.answer for p in probs]) == [1.0] * 300
+    for p in probs:
+        steps = p.solution.split(" \\boxed")[0].split(" ")
+        assert steps[-1].endswith(f"={p.meta['target']}")  # the last step reaches the target
+    # same problems (and split) as the unworked task, only the solution text differs
+    plain = get_task("countdown").problems("train", 300, 0)
+    assert [p.prompt for p in plain] == [p.prompt for p in probs]

@@ -287,8 +287,9 @@ class CountdownTask(SyntheticTask):
     name = "countdown"
 
     def __init__(self, n_numbers: int = 3, max_number: int = 10, max_target: int = 100, ops: str = "+-*",
-                 eval_fraction: float = 0.1):
+                 eval_fraction: float = 0.1, worked: bool = False):
         super().__init__(eval_fraction)
+        self.worked = bool(worked)  # solution shows each step ("10-5=5 5*9=45 ") before the box
         if not (isinstance(n_numbers, int) and 2 <= n_numbers <= 5):
             raise ValueError(f"n_numbers must be an int in 2..5, got {n_numbers!r}")
         if not (isinstance(max_number, int) and 1 <= max_number <= 999):
@@ -339,12 +340,54 @@ class CountdownTask(SyntheticTask):
         nums, target = item
         expr = _solve(tuple(nums), self.ops)[target]
         gold = json.dumps({"numbers": list(nums), "target": target}, separators=(",", ":"))
+        steps = "".join(f"{st} " for st in expression_steps(expr)) if self.worked else ""
         return Problem(prompt=f"Use {' '.join(map(str, nums))} to make {target}.\n", answer=gold,
-                       solution=f"\\boxed{{{expr}}}", id=f"countdown:{' '.join(map(str, nums))}:{target}",
+                       solution=f"{steps}\\boxed{{{expr}}}", id=f"countdown:{' '.join(map(str, nums))}:{target}",
                        meta={"numbers": list(nums), "target": target})
 
 
 _PREC = {"+": 1, "-": 1, "*": 2, "/": 2}
+
+
+def expression_steps(expr: str) -> list[str]:
+    """The binary operations of an integer expression in evaluation order, as "a op b = v" texts.
+
+    "(10-5)*9" -> ["10-5=5", "5*9=45"]. Only digits, + - * /, parentheses (our own generated text).
+    """
+    out: list[str] = []
+    vals: list[int] = []
+    ops: list[str] = []
+
+    def reduce_top() -> None:
+        op, b, a = ops.pop(), vals.pop(), vals.pop()
+        v = _apply(op, a, b)
+        out.append(f"{a}{op}{b}={v}")
+        vals.append(v)
+
+    i = 0
+    while i < len(expr):
+        c = expr[i]
+        if c.isdigit():
+            j = i
+            while j < len(expr) and expr[j].isdigit():
+                j += 1
+            vals.append(int(expr[i:j]))
+            i = j
+            continue
+        if c == "(":
+            ops.append(c)
+        elif c == ")":
+            while ops[-1] != "(":
+                reduce_top()
+            ops.pop()
+        else:
+            while ops and ops[-1] != "(" and _PREC[ops[-1]] >= _PREC[c]:
+                reduce_top()
+            ops.append(c)
+        i += 1
+    while ops:
+        reduce_top()
+    return out
 
 
 def _apply(op: str, a: int, b: int) -> int | None:
