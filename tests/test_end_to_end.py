@@ -150,3 +150,42 @@ def test_composed_top_entropy_sees_base_temperature_entropy(tiny_model_dir, tmp_
     assert not torch.allclose(ent_hot[b.response_mask], ent_base[b.response_mask])
     assert torch.equal(seen["temps"], b.temperatures)
     assert "top_entropy/kept_share" in m and "forking_temperature/hot_share" in m
+
+
+def test_pretrain_builds_a_loadable_base_model(tmp_path, capsys):
+    """`zoo pretrain` on a shrunken schedule: SFT runs, stops, saves a save_pretrained dir + meta."""
+    out = tmp_path / "base"
+    args = ["pretrain", "--out", str(out), "--set", "pretrain.steps=6", "--set", "pretrain.batch_size=16",
+            "--set", "pretrain.eval_every=3", "--set", "pretrain.eval_n=8", "--set", "pretrain.min_steps=3",
+            "--set", "pretrain.layers=1", "--set", "pretrain.hidden=32", "--set", "pretrain.heads=2",
+            "--set", "pretrain.intermediate=64", "--set", "pretrain.train_size=200", "--set", "train.threads=1",
+            "--set", "rollout.max_new_tokens=12"]
+    assert main(args) == 0
+    meta = json.loads((out / "zoo_meta.json").read_text())
+    assert meta["task"]["name"] == "countdown" and 3 <= meta["steps"] <= 6
+    assert 0.0 <= meta["sampled_accuracy"] <= 1.0
+    hist = json.loads((out / "pretrain_log.json").read_text())
+    assert hist[0]["step"] == 3
+    from zoo.model import load_policy
+
+    model, tok = load_policy(out)
+    assert model.config.num_hidden_layers == 1
+    assert main(args) == 0 and "already exists" in capsys.readouterr().out   # reused, not rebuilt
+
+
+def test_train_builds_a_missing_base_under_runs(tmp_path, monkeypatch):
+    """A missing model path under runs/ is pretrained on demand (the quickstart's first run)."""
+    from zoo.config import config_from_dict
+    from zoo.pretrain import ensure_base_model
+
+    monkeypatch.chdir(tmp_path)
+    cfg = config_from_dict({"model": {"name_or_path": "runs/base/t"},
+                            "pretrain": {"steps": 2, "batch_size": 8, "eval_every": 2, "eval_n": 4, "min_steps": 1,
+                                         "layers": 1, "hidden": 32, "heads": 2, "intermediate": 64,
+                                         "train_size": 50},
+                            "rollout": {"max_new_tokens": 8}, "train": {"threads": 1}})
+    p = ensure_base_model(cfg, log=lambda *a: None)
+    assert (tmp_path / p / "config.json").exists()
+    bad = config_from_dict({"model": {"name_or_path": str(tmp_path / "elsewhere")}})
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ensure_base_model(bad)
