@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 quickstart: setup
+	rm -rf runs/quickstart  # a fresh demo run each time; the base model in runs/base is reused
 	$(VENV)/bin/zoo train --config configs/quickstart.yaml --out runs/quickstart
 
 test: setup
