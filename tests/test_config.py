@@ -145,3 +145,21 @@ def test_composition_top_entropy_with_forking_temperature():
     cfg = config_from_dict({"algorithm": {"base": "dapo", "strategies": [
         {"name": "top_entropy", "rho": 0.2}, {"name": "forking_temperature", "t_high": 1.2}]}})
     assert [s["name"] for s in cfg.algorithm.strategies] == ["top_entropy", "forking_temperature"]
+
+
+def test_truncated_training_sampler_is_rejected():
+    with pytest.raises(ConfigError, match="full distribution"):
+        config_from_dict({"rollout": {"top_p": 0.7}})
+    with pytest.raises(ConfigError, match="full distribution"):
+        config_from_dict({"rollout": {"top_k": 50}})
+    assert config_from_dict({"eval": {"top_p": 0.7}}).eval.top_p == 0.7
+
+
+def test_every_preset_spells_out_its_whole_base():
+    from zoo.config import preset_files
+
+    keys = {"base", "loss_agg", "clip_low", "clip_high", "kl_coef", "dynamic_sampling", "overlong_buffer",
+            "overlong_penalty", "strategies"}
+    for name, path in preset_files().items():
+        algo = yaml.safe_load(path.read_text())["algorithm"]
+        assert keys <= set(algo), f"{name} leaves {sorted(keys - set(algo))} to defaults"

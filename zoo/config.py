@@ -395,8 +395,10 @@ def _validate(cfg: Config) -> None:
     _positive("rollout.prompts_per_step", r.prompts_per_step)
     _positive("rollout.max_new_tokens", r.max_new_tokens)
     _positive("rollout.temperature", r.temperature)
-    if not 0 < r.top_p <= 1:
-        raise ConfigError(f"rollout.top_p must be in (0, 1], got {r.top_p}")
+    if r.top_p != 1.0 or r.top_k != 0:
+        raise ConfigError("rollout.top_p / rollout.top_k: training rollouts must sample the full distribution "
+                          f"(top_p 1.0, top_k 0; got {r.top_p}, {r.top_k}): π_old is the trainer's full-softmax "
+                          "log-prob, which a truncated sampler would not match. Use eval.top_p for evaluation.")
     _positive("train.steps", t.steps, allow_zero=True)
     _positive("train.lr", t.lr)
     _positive("train.minibatches", t.minibatches)

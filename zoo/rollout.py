@@ -90,7 +90,8 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
         else:
             scaled = filter_logits(logits / t[:, None], top_p, top_k)          # the distribution sampled from
             logp_all = torch.log_softmax(scaled, -1)
-            tok = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(-1)
+            # sample on the CPU so a CPU torch.Generator (seeded, checkpointed) also drives GPU runs
+            tok = torch.multinomial(logp_all.exp().cpu(), 1, generator=generator).squeeze(-1).to(dev)
             lp = logp_all.gather(-1, tok[:, None]).squeeze(-1)
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         toks.append(tok); lps.append(lp); temps.append(t); ents.append(H)

@@ -189,7 +189,7 @@ class Trainer:
         """Sample until the batch is full of informative groups (dynamic sampling) or the cap."""
         cfg, r, a = self.cfg, self.cfg.rollout, self.cfg.algorithm
         t0, kept, dropped, rounds, m = time.perf_counter(), [], 0, 0, {}
-        reward_s, all_correct, all_len, all_trunc = 0.0, [], [], []
+        reward_s, all_correct, all_len, all_trunc, rounds_seen = 0.0, [], [], [], []
         while True:
             problems = self.data.take(r.prompts_per_step)
             b = self.engine.sample(problems, r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
@@ -202,11 +202,10 @@ class Trainer:
             reward_s += time.perf_counter() - tr
             rew = correct + overlong_penalty(b.lengths, r.max_new_tokens, a.overlong_buffer, a.overlong_penalty)
             all_correct.append(correct); all_len.append(b.lengths.float()); all_trunc.append(b.truncated.float())
-            for s in self.strategies:
-                s.on_rollout(b)
+            rounds_seen.append(b)
             if a.dynamic_sampling:
-                _, std = ops.group_stats(rew, b.group_ids)
-                informative = (std > 0).view(-1, r.group_size)[:, 0]                     # (groups,)
+                g = rew.view(-1, r.group_size)                                           # (groups, G)
+                informative = g.max(-1).values > g.min(-1).values                        # not all equal
                 dropped += int((~informative).sum())
                 idx = [i for i in range(len(b.texts)) if informative[i // r.group_size]]
             else:
@@ -217,6 +216,10 @@ class Trainer:
             n_groups = sum(len(k[1]) for k in kept) // r.group_size
             if not a.dynamic_sampling or n_groups >= r.prompts_per_step or rounds > a.max_resample_rounds:
                 break
+        # strategies see every sample of the step once (e.g. h_fork: auto = p80 of this step's rollouts)
+        seen = _cat_batches(rounds_seen, self.tok.pad_token_id)
+        for s in self.strategies:
+            s.on_rollout(seen)
         correct_all = torch.cat(all_correct)
         m.update({"reward/accuracy": float(correct_all.mean()), "rollout/response_length": float(torch.cat(all_len).mean()),
                   "rollout/truncated_share": float(torch.cat(all_trunc).mean()), "rollout/rounds": rounds,
@@ -243,6 +246,7 @@ class Trainer:
         return Scored(b, rewards, correct, advantages, old_logp, entropy, ref)
 
     def _forward(self, model, b: RolloutBatch, idx=None):
+        model.eval()  # scoring / pre-pass: deterministic (optimizer_step switches back to train mode)
         mb = self.cfg.train.micro_batch_size or len(b.texts)
         rows = list(range(len(b.texts))) if idx is None else idx
         outs = []
