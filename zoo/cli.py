@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 
 from zoo.config import ConfigError, load_config
+
+EXTRA_COMMAND_MODULES = ("zoo.compare", "zoo.inspect", "zoo.scaffold")
 
 
 def _load_everything(plugins=()) -> None:
@@ -155,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", help="write metrics and per-problem results as JSON")
     sp.set_defaults(fn=cmd_eval)
+    # Commands that live beside their implementation: each module has add_parser(subparsers).
+    for mod in EXTRA_COMMAND_MODULES:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+            continue
+        m.add_parser(sub)
     return p
 
 

@@ -30,6 +30,9 @@ class BaseObjective:
     overlong: bool                           # DAPO overlong reward shaping on by default
     advantage: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]  # (rewards (B,), group_ids (B,), eps) -> (B,)
     sequence_level: bool = False             # GSPO-style: per-token weights/shaping unsupported
+    # Optional replacement of the clipped surrogate: fn(ctx: TokenContext, algo: AlgorithmConfig) -> (B, T)
+    # per-token loss (a sequence-level loss may broadcast each response's value over its tokens).
+    policy_loss: Callable | None = None
 
 
 BASES.add("grpo", BaseObjective(

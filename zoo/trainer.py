@@ -338,6 +338,8 @@ class Trainer:
             per_tok = None
             for s in self.strategies:
                 per_tok = s.policy_loss(mctx) if per_tok is None else per_tok
+            if per_tok is None and self.base.policy_loss is not None:
+                per_tok = self.base.policy_loss(mctx, a)
             if per_tok is None:
                 per_tok = ops.clipped_surrogate(logp, mctx.old_logp, mctx.advantages, a.clip_low, a.clip_high)
             loss_mat = per_tok * weights[sel]
