@@ -48,6 +48,42 @@ BASES.add("dapo", BaseObjective(
     advantage=lambda r, g, eps: ops.grpo_advantages(r, g, eps)))
 
 
+BASES.add("dr_grpo", BaseObjective(
+    name="dr_grpo", description="Dr. GRPO: A = R - mean_g R (no std), token sums / (G·L_max), clip 0.2.",
+    paper="Liu et al. 2025, Understanding R1-Zero-Like Training (Dr. GRPO), arXiv 2503.20783",
+    loss_agg="seq-mean-token-sum-norm", clip_low=0.2, clip_high=0.2, dynamic_sampling=False, overlong=False,
+    advantage=lambda r, g, eps: ops.dr_grpo_advantages(r, g)))
+
+
+def gspo_sequence_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                       clip_low: float, clip_high: float) -> torch.Tensor:
+    """GSPO (Zheng et al. 2025, arXiv 2507.18071, Eq. 5-7), one value per response broadcast over its tokens.
+
+        s_i = exp( (1/|o_i|) Σ_t (logp_{i,t} - old_logp_{i,t}) )          (valid tokens only)
+        ℓ_i = -min(s_i·A_i, clip(s_i, 1-ε_low, 1+ε_high)·A_i)
+    A_i is the response's advantage (its first valid token's value). Returns (B, T) = ℓ_i on every
+    valid token, 0 elsewhere, so `seq-mean-token-mean` aggregation gives mean_i ℓ_i.
+    A response without valid tokens gets s = 1 and loss 0.
+    """
+    m = mask.to(logp.dtype)                                              # (B, T)
+    n = m.sum(-1)                                                        # (B,)
+    log_s = ((logp - old_logp) * m).sum(-1) / n.clamp(min=1)             # (B,) mean log-ratio
+    s = torch.exp(log_s)                                                 # (B,)
+    first = mask.float().argmax(-1, keepdim=True)                        # (B, 1) first valid token
+    A = advantages.gather(-1, first).squeeze(-1) * (n > 0)               # (B,)
+    seq = -torch.minimum(s * A, torch.clamp(s, 1.0 - clip_low, 1.0 + clip_high) * A)  # (B,)
+    return seq.unsqueeze(-1) * m                                         # (B, T)
+
+
+BASES.add("gspo", BaseObjective(
+    name="gspo", description="GSPO: sequence-level ratio (geometric mean of token ratios), clip 3e-4/4e-4.",
+    paper="Zheng et al. 2025, Group Sequence Policy Optimization, arXiv 2507.18071",
+    loss_agg="seq-mean-token-mean", clip_low=3e-4, clip_high=4e-4, dynamic_sampling=False, overlong=False,
+    advantage=lambda r, g, eps: ops.grpo_advantages(r, g, eps), sequence_level=True,
+    policy_loss=lambda ctx, algo: gspo_sequence_loss(ctx.logp, ctx.old_logp, ctx.advantages, ctx.mask,
+                                                     algo.clip_low, algo.clip_high)))
+
+
 def get_base(name: str) -> BaseObjective:
     try:
         return BASES.get(name)
@@ -84,6 +120,9 @@ def check_combination(algo: AlgorithmConfig, strategies: list[Strategy]) -> None
     if len(replacing) > 1:
         raise ConfigError(f"algorithm.strategies: {', '.join(replacing)} each replace the policy loss; "
                           "at most one strategy may do so")
+    if replacing and base.policy_loss is not None:
+        raise ConfigError(f"algorithm: base '{base.name}' already replaces the per-token clipped surrogate "
+                          f"(its own policy loss); {', '.join(replacing)} would silently override it")
     if base.sequence_level:
         bad = [s.name for s in strategies if s.token_level and not s.supports_sequence_level]
         if bad:

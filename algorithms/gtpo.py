@@ -1,0 +1,117 @@
+"""GTPO and GRPO-S: entropy-weighted token / sequence rewards (Tan et al. 2025, "GTPO and GRPO-S:
+Token and Sequence-Level Reward Shaping with Policy Entropy", arXiv 2508.04349, Sec. 3.1-3.2,
+Eq. 3-8). Our reading of the sketch in ALGORITHMS.md; correct = R_i above its group mean (O+),
+wrong = below (O-).
+
+GTPO (token level), per group, at each position t, with n±_t = #responses of O± valid at t:
+    r̃_{i,t} = α1·R_i + α2 · n+_t · H_{i,t} / Σ_{k∈O+} H_{k,t}                 i ∈ O+   (Eq. 3)
+    r̃_{i,t} = α1·R_i - α2 · n-_t · H⁻¹_{i,t} / Σ_{k∈O-} H⁻¹_{k,t}             i ∈ O-   (Eq. 4)
+(H⁻¹ = 1 / max(H, 1e-6): confident wrong tokens are penalised most), then z-normalised over the
+valid tokens of the group: A_{i,t} = (r̃_{i,t} - mean) / (std + 1e-4)                (Eq. 5)
+GRPO-S (sequence level), Ĥ_i = mean_t H_{i,t}:
+    r̂_i = α1·R_i + α2 · |O+| · Ĥ_i / Σ_{k∈O+} Ĥ_k  (i ∈ O+),  α1·R_i - α2·|O-|·Ĥ_i⁻¹ / Σ_{k∈O-} Ĥ_k⁻¹  (i ∈ O-)
+    A_i = z-normalised r̂ over the group's responses (std with G-1), broadcast over tokens (Eq. 7-8)
+Defaults α1 = 1, α2 = 0.1. A group whose rewards are all equal keeps A = 0. These replace the base
+advantages (the base's own normalisation is redone here). α2 = 0 reproduces the GRPO advantages
+(GRPO-S exactly; GTPO up to the std being taken over tokens rather than responses).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from zoo import ops
+from zoo.strategy import Strategy, TokenContext, register_strategy
+
+INV_EPS = 1e-6
+STD_EPS = 1e-4
+
+
+def _polarity(rewards: torch.Tensor, group_ids: torch.Tensor):
+    mean, _ = ops.group_stats(rewards, group_ids)                        # (B,)
+    return rewards.float() > mean, rewards.float() < mean               # O+, O- (B,) bool
+
+
+def gtpo_advantages(rewards: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor,
+                    alpha1: float = 1.0, alpha2: float = 0.1) -> torch.Tensor:
+    """Token-level entropy-shaped advantages (Eq. 3-5). (B, T)"""
+    mask = mask.bool()
+    m = mask.float()                                                     # (B, T)
+    H = entropy.detach().float() * m                                     # (B, T)
+    pos, neg = _polarity(rewards, group_ids)
+    out = torch.zeros_like(H)                                            # (B, T)
+    for g in torch.unique(group_ids):
+        rows = group_ids == g
+        P, N = (rows & pos), (rows & neg)
+        if not (P.any() or N.any()):
+            continue                                                     # all rewards equal: no signal
+        r = alpha1 * rewards.float()[:, None] * m                        # (B, T)
+        if P.any():
+            mp = m * P[:, None]                                          # (B, T) valid tokens of O+
+            share = H * mp / (H * mp).sum(0, keepdim=True).clamp(min=1e-12)   # H / Σ_{k∈O+} H at t
+            r = r + alpha2 * mp.sum(0, keepdim=True) * share
+        if N.any():
+            mn = m * N[:, None]
+            inv = mn / H.clamp(min=INV_EPS)                              # H⁻¹ on O- tokens
+            r = r - alpha2 * mn.sum(0, keepdim=True) * inv / inv.sum(0, keepdim=True).clamp(min=1e-12)
+        gm = mask & rows[:, None]                                        # the group's valid tokens
+        v = r[gm]
+        mu = v.mean()
+        sd = v.std(unbiased=False) if v.numel() > 1 else v.new_zeros(())
+        out[gm] = (v - mu) / (sd + STD_EPS)
+    return out * m
+
+
+def grpo_s_advantages(rewards: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor,
+                      alpha1: float = 1.0, alpha2: float = 0.1) -> torch.Tensor:
+    """Sequence-level entropy-shaped advantages (Eq. 6-8), broadcast over valid tokens. (B, T)"""
+    mask = mask.bool()
+    m = mask.float()
+    Hs = ops.masked_mean(entropy.detach().float(), mask, dim=-1)         # (B,) mean H per response
+    pos, neg = _polarity(rewards, group_ids)
+    r = alpha1 * rewards.float().clone()                                 # (B,)
+    for g in torch.unique(group_ids):
+        rows = group_ids == g
+        P, N = rows & pos, rows & neg
+        if P.any():
+            r[P] = r[P] + alpha2 * P.sum() * Hs[P] / Hs[P].sum().clamp(min=1e-12)
+        if N.any():
+            inv = 1.0 / Hs[N].clamp(min=INV_EPS)
+            r[N] = r[N] - alpha2 * N.sum() * inv / inv.sum()
+    mean, std = ops.group_stats(r, group_ids)
+    flat = ~(pos | neg)                                                  # response in a group with no signal
+    adv = torch.where(flat, torch.zeros_like(r), (r - mean) / (std + STD_EPS))
+    return adv[:, None] * m
+
+
+@dataclass
+class _Shaped(Strategy):
+    alpha1: float = 1.0
+    alpha2: float = 0.1
+
+    def validate(self) -> None:
+        if self.alpha1 <= 0 or self.alpha2 < 0:
+            raise ValueError(f"{self.name}: need alpha1 > 0 and alpha2 >= 0 (got {self.alpha1}, {self.alpha2})")
+
+    def metrics(self, ctx: TokenContext) -> dict[str, float]:
+        m = ctx.mask.bool()
+        return {"adv_mean_abs": float(ctx.reduce.masked_mean(ctx.advantages.abs(), m))}
+
+
+@register_strategy("gtpo", description="GTPO: entropy-weighted token rewards (correct: H share, wrong: 1/H share).",
+                   paper="Tan et al. 2025, arXiv 2508.04349")
+class GTPO(_Shaped):
+    token_level = True
+
+    def shape_advantages(self, ctx: TokenContext) -> torch.Tensor:
+        return gtpo_advantages(ctx.rewards, ctx.entropy, ctx.mask, ctx.group_ids, self.alpha1, self.alpha2)
+
+
+@register_strategy("grpo_s", description="GRPO-S: sequence rewards weighted by each response's mean entropy.",
+                   paper="Tan et al. 2025, arXiv 2508.04349")
+class GRPOS(_Shaped):
+    token_level = False             # one value per response: fine on a sequence-level base (GSPO)
+
+    def shape_advantages(self, ctx: TokenContext) -> torch.Tensor:
+        return grpo_s_advantages(ctx.rewards, ctx.entropy, ctx.mask, ctx.group_ids, self.alpha1, self.alpha2)
