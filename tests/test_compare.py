@@ -12,12 +12,6 @@ from zoo.config import ConfigError
 from zoo.strategy import Strategy, register_strategy
 
 
-@register_strategy("compare_test_boom", description="test only: raises in token_weights", paper="-")
-class Boom(Strategy):
-    def token_weights(self, ctx):
-        raise RuntimeError("boom: this strategy always fails")
-
-
 # ----------------------------------------------------------------------------------------------
 # statistics
 # ----------------------------------------------------------------------------------------------
@@ -170,7 +164,12 @@ def test_changed_config_for_existing_cells_is_refused(matrix, tmp_path):
 
 
 def test_failing_cell_is_reported_and_others_finish(tiny_model_dir, tmp_path):
-    boom = {"name": "boom", "preset": "grpo", "strategies": [{"name": "compare_test_boom"}]}
+    @register_strategy("_test_compare_boom", description="test only: raises in token_weights", paper="-")
+    class Boom(Strategy):
+        def token_weights(self, ctx):
+            raise RuntimeError("boom: this strategy always fails")
+
+    boom = {"name": "boom", "preset": "grpo", "strategies": [{"name": "_test_compare_boom"}]}
     raw = compare_raw(tiny_model_dir, [boom, "grpo"], [0], steps=1)
     res, logs = run(raw, tmp_path / "f")
     st = {c["method"]: c for c in res["cells"]}
