@@ -124,7 +124,8 @@ class EvalConfig:
     every: int = 50                 # in rollout steps; 0 = only at start/end
     n: int = 500                    # eval problems (0 = the task's whole eval split)
     at_start: bool = True
-    greedy: bool = True             # eval/accuracy is greedy accuracy when true
+    greedy: bool = True             # run the greedy pass (eval/accuracy_greedy)
+    metric: str = "greedy"          # eval/accuracy is: greedy | sampled (avg@k at eval.temperature / top_p)
     k: int = 1                      # samples per problem for avg@k / pass@k (0 = skip sampling)
     temperature: float = 1.0
     top_p: float = 1.0              # the 80/20 paper reports avg@k at T=1.0, top-p 0.7
@@ -414,6 +415,12 @@ def _validate(cfg: Config) -> None:
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"model.dtype: unknown '{cfg.model.dtype}'; valid: float32, bfloat16, float16")
     _positive("eval.n", cfg.eval.n, allow_zero=True)
+    if cfg.eval.metric not in ("greedy", "sampled"):
+        raise ConfigError(f"eval.metric: unknown '{cfg.eval.metric}'; valid: greedy, sampled")
+    if cfg.eval.metric == "greedy" and not cfg.eval.greedy:
+        raise ConfigError("eval.metric is 'greedy' but eval.greedy is false; set eval.metric: sampled")
+    if cfg.eval.metric == "sampled" and cfg.eval.k < 1:
+        raise ConfigError("eval.metric is 'sampled' but eval.k is 0; set eval.k >= 1")
     _positive("eval.k", cfg.eval.k, allow_zero=True)
 
 

@@ -26,7 +26,9 @@ class EvalResult:
 
 def evaluate(model, tokenizer, problems: list[Problem], reward_fn, *, max_new_tokens: int, greedy: bool = True,
              k: int = 1, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 256,
-             temperature_hook: TemperatureHook | None = None, seed: int = 0, n_samples: int = 2) -> EvalResult:
+             temperature_hook: TemperatureHook | None = None, seed: int = 0, n_samples: int = 2,
+             metric: str | None = None) -> EvalResult:
+    """metric: which number is eval/accuracy ('greedy' or 'sampled' = avg@k); default greedy when run."""
     engine = HFEngine(model, tokenizer, batch_size=batch_size)
     golds = [p.answer for p in problems]
     m: dict[str, float] = {}
@@ -55,6 +57,9 @@ def evaluate(model, tokenizer, problems: list[Problem], reward_fn, *, max_new_to
             per_problem = r.float().mean(-1).tolist()
             m["eval/response_length"] = float(b.lengths.float().mean())
             samples = [(p.prompt, t, float(x)) for p, t, x in zip(b.problems, b.texts, r.flatten().tolist())][:n_samples]
-    m["eval/accuracy"] = m["eval/accuracy_greedy"] if greedy else m[f"eval/avg@{k}"]
+    metric = metric or ("greedy" if greedy else "sampled")
+    m["eval/accuracy"] = m["eval/accuracy_greedy"] if metric == "greedy" else m[f"eval/avg@{k}"]
+    if metric == "sampled" and greedy:
+        per_problem = r.float().mean(-1).tolist()
     m["eval/n_problems"] = float(len(problems))
     return EvalResult(m, samples, per_problem)

@@ -1,7 +1,7 @@
 """`zoo inspect`: sample completions and render every token coloured by its entropy.
 
     zoo inspect --model runs/quickstart/final --task countdown --n 8 --out inspect.html
-    zoo inspect --model runs/base/tiny-countdown --prompt "Numbers: 3 5 7 Target: 22" --percentile 80
+    zoo inspect --model runs/quickstart/final --prompt "Compute 6+2*8." --percentile 80
 
 One static HTML page (inline CSS, no scripts, no network): each completion token is one
 `<span class="tok">` whose background encodes its entropy H = -Σ p log p (nats, untempered, from

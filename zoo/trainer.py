@@ -168,7 +168,7 @@ class Trainer:
         res = evaluate(self.model, self.tok, self.eval_problems, self.reward_fn,
                        max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens, greedy=e.greedy, k=e.k,
                        temperature=e.temperature, top_p=e.top_p, batch_size=e.batch_size, temperature_hook=hook,
-                       seed=cfg.train.seed + 7919, n_samples=cfg.log.samples)
+                       seed=cfg.train.seed + 7919, n_samples=cfg.log.samples, metric=e.metric)
         torch.set_rng_state(state)
         return res
 
