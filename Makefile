@@ -1,11 +1,12 @@
 # make setup       create .venv and install torch 2.13 (CPU wheel) first, then the project
 # make quickstart  build the tiny base model if needed and run GRPO on it (~5-10 min on 2 cores)
 # make test        the test suite (fast tests; `-m slow` for training-level ones)
+# make crosscheck  Clip-Cov / KL-Cov against verl's implementation, in a separate venv
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup quickstart test test-slow clean
+.PHONY: setup quickstart test test-slow crosscheck clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +26,9 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+crosscheck:  # clip_cov / kl_cov vs verl 0.9.1 in its own venv (.venv-verl; verl pins older transformers)
+	bash scripts/crosscheck_verl.sh
 
 clean:
 	rm -rf runs/smoke runs/train .pytest_cache
