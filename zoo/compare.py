@@ -186,7 +186,7 @@ def plan_compare(raw: dict, out: str | Path) -> Plan:
             cell_raw = copy.deepcopy(shared)
             cell_raw["algorithm"] = block
             cell_raw.setdefault("train", {})
-            cell_raw["train"] = {**cell_raw["train"], "seed": seed, "steps": steps}
+            cell_raw["train"] = {**cell_raw["train"], "seed": seed, "steps": steps, "max_tokens": tokens}
             try:
                 cfg = config_from_dict(cell_raw)
             except ConfigError as e:
@@ -217,42 +217,6 @@ def _check_existing(plan: Plan) -> None:
 # ----------------------------------------------------------------------------------------------
 # Running one cell
 # ----------------------------------------------------------------------------------------------
-def _cell_trainer_class():
-    from zoo.trainer import Trainer
-
-    class CellTrainer(Trainer):
-        """Trainer + a generated-token budget + the final eval's per-problem scores."""
-        token_budget: int = 0
-        last_eval = None
-
-        def _budget_reached(self) -> bool:
-            return bool(self.token_budget) and self.budget["tokens"] >= self.token_budget
-
-        def _stop_here(self) -> None:
-            # train() loops `while step_idx < cfg.train.steps`: lowering steps in place ends the loop
-            # after this step (final eval + save still run). A train.max_tokens knob would be cleaner.
-            object.__setattr__(self.cfg.train, "steps", self.step_idx)
-
-        def train(self) -> dict:
-            if self._budget_reached():
-                self._stop_here()
-            return super().train()
-
-        def step(self) -> dict:
-            m = super().step()
-            if self._budget_reached() and self.step_idx < self.cfg.train.steps:
-                self._stop_here()
-                m["budget/token_budget_reached"] = 1
-            return m
-
-        def _evaluate(self):
-            res = super()._evaluate()
-            self.last_eval = res
-            return res
-
-    return CellTrainer
-
-
 def _problems_fingerprint(problems) -> str:
     h = hashlib.sha1()
     for p in problems:
@@ -300,8 +264,9 @@ def run_cell(cell: Cell, plan: Plan, log=print) -> dict:
     d = cell.dir
     d.mkdir(parents=True, exist_ok=True)
     resume = bool(list_checkpoints(d))
-    trainer = _cell_trainer_class()(cell.cfg, d, resume=resume, log=log)
-    trainer.token_budget = plan.budget_tokens
+    from zoo.trainer import Trainer
+
+    trainer = Trainer(cell.cfg, d, resume=resume, log=log)
     try:
         trainer.train()
         ev = trainer.last_eval

@@ -104,6 +104,7 @@ class RolloutConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 200                # rollout batches (each gives minibatches x epochs optimizer steps)
+    max_tokens: int = 0             # also stop once this many training tokens were generated (0 = off)
     lr: float = 1.0e-4
     lr_schedule: str = "constant"   # constant | cosine
     warmup_steps: int = 0
@@ -402,6 +403,7 @@ def _validate(cfg: Config) -> None:
                           "log-prob, which a truncated sampler would not match. Use eval.top_p for evaluation.")
     _positive("train.steps", t.steps, allow_zero=True)
     _positive("train.lr", t.lr)
+    _positive("train.max_tokens", t.max_tokens, allow_zero=True)
     _positive("train.minibatches", t.minibatches)
     _positive("train.epochs", t.epochs)
     if r.prompts_per_step % t.minibatches:

@@ -116,6 +116,7 @@ class Trainer:
         self.data = DataStream(self.train_problems, t.seed)
         self.step_idx, self.opt_steps, self.bad_steps = 0, 0, 0
         self.budget = {"samples": 0, "tokens": 0}
+        self.last_eval = None
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self._resume()
@@ -132,10 +133,13 @@ class Trainer:
         try:
             if self.step_idx == 0 and cfg.eval.at_start:
                 last_eval = self.run_eval(0)
-            while self.step_idx < cfg.train.steps:
+            while self.step_idx < cfg.train.steps and not self.token_budget_reached():
                 self.step_idx += 1
                 m = self.step()
-                if cfg.eval.every and self.step_idx % cfg.eval.every == 0 and self.step_idx < cfg.train.steps:
+                if self.token_budget_reached():
+                    m["budget/token_budget_reached"] = 1
+                if (cfg.eval.every and self.step_idx % cfg.eval.every == 0 and self.step_idx < cfg.train.steps
+                        and not self.token_budget_reached()):
                     m.update(self._eval_metrics(self.step_idx))
                 self.logger.log(self.step_idx, m, histograms=self._hist)
                 self.logger.advance()
@@ -148,8 +152,12 @@ class Trainer:
             self.logger.close()
         return last_eval
 
+    def token_budget_reached(self) -> bool:
+        return bool(self.cfg.train.max_tokens) and self.budget["tokens"] >= self.cfg.train.max_tokens
+
     def _eval_metrics(self, step: int) -> dict:
         e = self._evaluate()
+        self.last_eval = e  # the latest EvalResult (per-problem scores for paired comparisons)
         self.logger.write(f"[eval] step {step}: accuracy {e.metrics['eval/accuracy']:.3f} "
                           + " ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in e.metrics.items() if "pass@" in k or "avg@" in k))
         if e.samples and self.logger.tb is not None:
