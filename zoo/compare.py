@@ -472,7 +472,7 @@ def write_report(res: dict, out: Path, plots: list[str]) -> str:
     budget = f"{b['tokens']} generated training tokens per cell (cap {b['steps']} steps)" if b["tokens"] \
         else f"{b['steps']} rollout steps per cell"
     cb = res["common_base"]
-    metric = "greedy" if ev["greedy"] else "avg@%d (sampled)" % ev["k"]
+    metric = "greedy" if ev.get("metric", "greedy") == "greedy" else "avg@%d (sampled)" % ev["k"]
     lines = [
         f"# zoo compare: {Path(res['out']).name}", "",
         f"- Budget: {budget}; seeds {res['seeds']}; baseline `{res['baseline']}`.",

@@ -436,6 +436,10 @@ class Trainer:
 
 # ----------------------------------------------------------------------------------------------
 def config_diff(old: dict, new: dict, ignore=(), prefix: str = "") -> list[tuple[str, object, object]]:
+    """Differing dotted keys between two resolved configs. A config saved before a key existed
+    is first completed with today's defaults, so adding a config key never breaks a resume."""
+    if not prefix:
+        old = _with_defaults(old)
     out = []
     for k in sorted(set(old) | set(new)):
         path = f"{prefix}{k}"
@@ -447,6 +451,15 @@ def config_diff(old: dict, new: dict, ignore=(), prefix: str = "") -> list[tuple
         elif a != b:
             out.append((path, a, b))
     return out
+
+
+def _with_defaults(d: dict) -> dict:
+    from zoo.config import config_from_dict
+
+    try:
+        return config_from_dict(d).to_dict()
+    except (ConfigError, KeyError, ValueError):
+        return d
 
 
 def entropy_metrics(entropy: torch.Tensor, mask: torch.Tensor) -> dict:
