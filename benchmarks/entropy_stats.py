@@ -54,6 +54,7 @@ def main() -> None:
     print(f"{'80th percentile (nats)':<28}{p80:>12.3f}{'0.672':>14}")
     print(f"{'95th percentile (nats)':<28}{float(quantile_kth(H, 0.95)):>12.3f}{'-':>14}")
     print(f"{'mean (nats)':<28}{float(H.mean()):>12.3f}{'-':>14}")
+    print(f"{'share above 0.672 (h_fork)':<28}{float((H > 0.672).float().mean()):>12.3f}{'0.20':>14}")
     print(f"most frequent high-entropy tokens (H >= p80, {n_high} tokens):")
     print("  " + ", ".join(f"{t!r} {c / n_high:.0%}" for t, c in high.most_common(args.top)))
     print("  where they sit: " + ", ".join(f"{k} {v / n_high:.0%}" for k, v in kinds.most_common()))
