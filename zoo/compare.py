@@ -75,18 +75,9 @@ class Plan:
 # Planning: everything is validated before any cell runs
 # ----------------------------------------------------------------------------------------------
 def load_compare_raw(path: str | Path, overrides: list[str] | None = None) -> dict:
-    from zoo.config import apply_overrides
+    from zoo.config import apply_overrides, read_yaml_mapping
 
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"compare config '{path}' does not exist")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"compare config '{path}' is not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"compare config '{path}': expected a mapping")
-    return apply_overrides(raw, overrides)
+    return apply_overrides(read_yaml_mapping(path, "compare config"), overrides)
 
 
 def _method_entry(i: int, entry, common: dict | None) -> tuple[str, dict]:

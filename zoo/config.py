@@ -363,16 +363,22 @@ def config_from_dict(raw: dict, overrides: list[str] | None = None) -> Config:
     return resolve(cfg)
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file's top-level mapping, with clear errors for a missing file, bad YAML or a non-mapping."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{what} '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} '{path}' is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} '{path}': expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file '{path}' does not exist")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from e
+    raw = read_yaml_mapping(path) if path is not None else {}
     return config_from_dict(raw, overrides)
 
 
