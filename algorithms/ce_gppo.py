@@ -18,8 +18,10 @@ from zoo.strategy import Strategy, TokenContext, register_strategy
 
 def ce_gppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip_low: float,
                  clip_high: float, beta1: float, beta2: float, dual_clip: float) -> torch.Tensor:
-    ratio = torch.exp(logp - old_logp)                                   # (B, T)
-    unit = ratio / ratio.detach()                                        # value 1, gradient ∇r / r
+    log_r = logp - old_logp                                              # (B, T)
+    ratio = torch.exp(log_r)                                             # (B, T)
+    # r / sg(r) = exp(log r - sg(log r)): value 1, gradient ∇r / r, and no 0/0 when r under/overflows
+    unit = torch.exp(log_r - log_r.detach())                             # (B, T)
     A = advantages
     low = (A < 0) & (ratio.detach() < 1 - clip_low)
     high = (A > 0) & (ratio.detach() > 1 + clip_high)

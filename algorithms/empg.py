@@ -8,8 +8,9 @@ Applied per token here (the paper modulates per agent step: our adaptation).
     A'_{i,t} = g(H_{i,t}) · A_{i,t} + ζ · f(H_{i,t+1})   (f = 0 after the last valid token) (Eq. 11)
 Confident steps get larger updates, uncertain ones smaller; the bonus favours tokens followed by
 a confident next step. Defaults k = k' = 1, ζ = 0.05 (our reading; check the paper's Table before
-quoting numbers). `bonus_needs_signal: true` (default) adds the bonus only where A != 0, so a group
-with equal rewards stays silent; false follows Eq. 11 literally. k = 0, ζ = 0 is the identity.
+quoting numbers). The bonus is added to every valid token as in Eq. 11 (default
+`bonus_needs_signal: false`); `true` (our option) adds it only where A != 0, so a group with equal
+rewards stays silent. k = 0, ζ = 0 is the identity.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from zoo.strategy import Reducer, Strategy, TokenContext, register_strategy
 
 
 def empg_advantages(advantages: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor, k: float, k_next: float,
-                    zeta: float, bonus_needs_signal: bool = True, reduce: Reducer | None = None) -> torch.Tensor:
+                    zeta: float, bonus_needs_signal: bool = False, reduce: Reducer | None = None) -> torch.Tensor:
     reduce = reduce or Reducer()
     mask = mask.bool()
     v = reduce.masked_values(entropy, mask)
@@ -45,7 +46,7 @@ class EMPG(Strategy):
     k: float = 1.0
     k_next: float = 1.0
     zeta: float = 0.05
-    bonus_needs_signal: bool = True
+    bonus_needs_signal: bool = False
 
     token_level = True
 

@@ -356,3 +356,13 @@ def test_readme_plugin_example_trains_from_outside_the_repo(tmp_path, tiny_model
     assert main(["train", "--config", str(f), "--out", str(tmp_path / "run")]) == 0
     rows = [r for r in read_metrics(tmp_path / "run") if "reward/mean" in r]
     assert rows and "quadrant_lr/weight_mean" in rows[0]
+
+
+def test_ce_gppo_gradient_finite_when_ratio_underflows():
+    from algorithms.ce_gppo import ce_gppo_loss
+
+    # log r = -119 underflows exp() to 0: r / sg(r) must not become 0/0
+    logp = torch.tensor([[-120.0, -1.0]], requires_grad=True)
+    loss = ce_gppo_loss(logp, torch.tensor([[-1.0, -1.2]]), torch.tensor([[1.0, -1.0]]), 0.2, 0.2, 0.5, 1.0, 10.0)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(logp.grad).all()
