@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math as _m
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Union as _U
+from typing import Any, Iterator, Union as _U
 
 import sympy as sp
 
@@ -209,6 +210,15 @@ class _Parser:
         if self.depth > MAX_DEPTH:
             raise ParseError("nesting too deep")
 
+    @contextmanager
+    def nested(self) -> Iterator[None]:
+        """One level deeper for the block (bounded by MAX_DEPTH), restored on the way out."""
+        self.enter()
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
     # -- grammar --
     def parse(self) -> Obj:
         items = self.comma_list(("",))
@@ -325,8 +335,7 @@ class _Parser:
             first = False
 
     def unary(self) -> Obj:
-        self.enter()
-        try:
+        with self.nested():
             if self.at("-"):
                 self.next()
                 return -_scalar(self.unary())
@@ -337,22 +346,17 @@ class _Parser:
                 self.next()
                 return PM * _scalar(self.unary())
             return self.power()
-        finally:
-            self.depth -= 1
 
     def power(self) -> Obj:
         base = self.postfix()
         if self.at("^", "**"):
             self.next()
-            self.enter()
-            try:
+            with self.nested():
                 if self.at("-"):
                     self.next()
                     exp = -_scalar(self.power_operand())
                 else:
                     exp = _scalar(self.power_operand())
-            finally:
-                self.depth -= 1
             base = _safe_pow(_scalar(base), exp)
             base = self.postfix_ops(base)
         return base
@@ -387,11 +391,8 @@ class _Parser:
             raise ParseError("missing argument")
         if tok == ("op", "{"):
             self.next()
-            self.enter()
-            try:
+            with self.nested():
                 inner = self.relation_or_list("}")
-            finally:
-                self.depth -= 1
             self.expect("}")
             return inner
         if tok[0] == "num":
@@ -457,19 +458,13 @@ class _Parser:
             if text in ("(", "["):
                 return self.bracket(text)
             if text == "{":
-                self.enter()
-                try:
+                with self.nested():
                     inner = self.relation_or_list("}")
-                finally:
-                    self.depth -= 1
                 self.expect("}")
                 return inner
             if text == "|":
-                self.enter()
-                try:
+                with self.nested():
                     inner = _scalar(self.expr())
-                finally:
-                    self.depth -= 1
                 self.expect("|")
                 return sp.Abs(inner)
             raise ParseError(f"unexpected {text}")
@@ -517,11 +512,8 @@ class _Parser:
                 if self.at("\\}"):
                     self.next()
                     return Seq("set", ())
-                self.enter()
-                try:
+                with self.nested():
                     items = self.comma_list(("\\}",))
-                finally:
-                    self.depth -= 1
                 self.expect("\\}")
                 return Seq("set", tuple(items))
             if name in _FUNCS:
@@ -537,11 +529,8 @@ class _Parser:
             power = _scalar(self.group_arg())
         if self.at("("):
             self.next()
-            self.enter()
-            try:
+            with self.nested():
                 arg = _scalar(self.expr())
-            finally:
-                self.depth -= 1
             self.expect(")")
         else:
             arg = _scalar(self.group_arg()) if self.at("{") else _scalar(self.unary())
@@ -551,11 +540,8 @@ class _Parser:
         return out
 
     def bracket(self, opener: str) -> Obj:
-        self.enter()
-        try:
+        with self.nested():
             items = self.comma_list((")", "]"))
-        finally:
-            self.depth -= 1
         closer = self.next()[1]
         if closer not in (")", "]"):
             raise ParseError("unclosed bracket")
