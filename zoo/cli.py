@@ -51,8 +51,7 @@ def cmd_list(args) -> int:
 
 
 def _config(args):
-    plugins_first = []
-    return load_config(args.config, (args.set or []) + plugins_first)
+    return load_config(args.config, args.set or [])
 
 
 def cmd_train(args) -> int:
