@@ -44,22 +44,29 @@ def draw_generator(seed: int, step: int) -> torch.Generator:
 
 
 def clip_cov_mask(cov: torch.Tensor, mask: torch.Tensor, already_clipped: torch.Tensor, ratio: float,
-                  lb: float, ub: float, generator: torch.Generator, n_valid: int | None = None) -> torch.Tensor:
+                  lb: float, ub: float, generator: torch.Generator, n_valid: int | None = None,
+                  reduce: Reducer | None = None) -> torch.Tensor:
     """Tokens whose gradient Clip-Cov removes. (B, T) bool.
 
-    Candidates: valid, lb < Cov < ub, not already clipped; listed in row-major order; the first
-    max(1, floor(ratio·N)) of torch.randperm(n_candidates, generator) are chosen.
+    Candidates: valid, lb < Cov < ub, not already clipped; listed in row-major order over the
+    step's responses (rank 0's first: ranks hold consecutive responses); the first
+    max(1, floor(ratio·N)) of torch.randperm(n_candidates, generator) are chosen. Every rank draws
+    the same permutation and keeps the positions that fall in its own share, so the selection is
+    the single-process one on any number of ranks.
     """
+    reduce = reduce or Reducer()
     mask = mask.bool()
     n = int(mask.sum()) if n_valid is None else n_valid
     cand = (cov > lb) & (cov < ub) & mask & ~already_clipped.bool()     # (B, T)
     idx = cand.flatten().nonzero().squeeze(-1)                          # row-major candidate order
     out = torch.zeros_like(mask)                                        # (B, T)
-    if idx.numel() == 0:
+    first, total = reduce.offset(idx.numel())                           # this rank's slice of all candidates
+    if total == 0:
         return out
-    perm = torch.randperm(idx.numel(), generator=generator)
-    chosen = idx[perm[: min(select_count(ratio, n), idx.numel())]]
-    out.view(-1)[chosen] = True
+    perm = torch.randperm(total, generator=generator)
+    chosen = perm[: min(select_count(ratio, n), total)]
+    mine = chosen[(chosen >= first) & (chosen < first + idx.numel())] - first
+    out.view(-1)[idx[mine]] = True
     return out
 
 
@@ -109,7 +116,7 @@ class ClipCov(Strategy):
         cov = token_covariance(ctx.logp, ctx.advantages, ctx.mask, ctx.reduce)
         n = int(ctx.reduce.sum(ctx.mask.sum()).item())
         return clip_cov_mask(cov, ctx.mask, _already_clipped(ctx), self.ratio, self.lb, self.ub,
-                             draw_generator(ctx.seed, ctx.step), n)
+                             draw_generator(ctx.seed, ctx.step), n, ctx.reduce)
 
     def token_weights(self, ctx: TokenContext) -> torch.Tensor:
         # w = 0 on the drawn tokens, 1 elsewhere (they stay in the token-mean denominator)

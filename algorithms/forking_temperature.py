@@ -64,16 +64,19 @@ class ForkingTemperature(Strategy):
 
     def on_rollout(self, batch) -> None:
         mask = batch.response_mask.bool()
-        n = int(mask.sum())
+        r = self.reduce                     # all ranks: the step's rollouts, not this rank's share
+        n = int(r.sum(mask.sum()).item())
         self._h_used = self.threshold
+        if self.t_high != self.t_low:       # share sampled hot, from the recorded temperatures
+            hot = (batch.temperatures.float() - self.t_high).abs() < 1e-6
+        else:                               # both temperatures equal: the fork decision itself
+            hot = batch.entropy.float() > self.threshold
+        n_hot = int(r.sum((hot & mask).sum()).item())
+        ents = r.masked_values(batch.entropy, mask) if self.h_fork == "auto" else None
         if n:
-            if self.t_high != self.t_low:   # share sampled hot, from the recorded temperatures
-                hot = (batch.temperatures.float() - self.t_high).abs() < 1e-6
-            else:                           # both temperatures equal: the fork decision itself
-                hot = batch.entropy.float() > self.threshold
-            self._hot_share = float((hot & mask).sum()) / n
-            if self.h_fork == "auto":       # h_fork for the next rollout batch = p80 of this one's entropies
-                self._h_auto = float(quantile_kth(batch.entropy.detach().float()[mask], AUTO_QUANTILE))
+            self._hot_share = n_hot / n
+            if ents is not None:            # h_fork for the next rollout batch = p80 of this one's entropies
+                self._h_auto = float(quantile_kth(ents, AUTO_QUANTILE))
         self._n_rollouts += 1
 
     def metrics(self, ctx: TokenContext) -> dict[str, float]:

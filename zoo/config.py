@@ -99,6 +99,7 @@ class RolloutConfig:
     temperature: float = 1.0        # base temperature (entropy is always taken at this one)
     top_p: float = 1.0
     top_k: int = 0                  # 0 = off
+    ignore_eos: bool = False        # generate exactly max_new_tokens (EOS is an ordinary token; benchmarks)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0                # torch threads; 0 = auto (1 when CI is set)
     max_bad_steps: int = 3          # consecutive non-finite steps before the run stops
+    old_logp: str = "rescore"       # π_old: rescore (a scoring forward) | rollout (the built-in sampler's records)
 
 
 @dataclass(frozen=True)
@@ -420,6 +422,11 @@ def _validate(cfg: Config) -> None:
                           f"rollout.group_size ({r.group_size}) so groups stay whole")
     if t.lr_schedule not in ("constant", "cosine"):
         raise ConfigError(f"train.lr_schedule: unknown '{t.lr_schedule}'; valid: constant, cosine")
+    if t.old_logp not in ("rescore", "rollout"):
+        raise ConfigError(f"train.old_logp: unknown '{t.old_logp}'; valid: rescore, rollout")
+    if t.old_logp == "rollout" and r.temperature != 1.0:
+        raise ConfigError("train.old_logp: rollout reuses the sampler's untempered entropy, so it needs "
+                          f"rollout.temperature 1.0 (got {r.temperature}); use old_logp: rescore")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"model.dtype: unknown '{cfg.model.dtype}'; valid: float32, bfloat16, float16")
     _positive("eval.n", cfg.eval.n, allow_zero=True)

@@ -17,7 +17,8 @@ Hooks and where the trainer calls them:
 - extra_loss(ctx) -> scalar            per micro-batch, added to the loss (already normalised
                                        over the step: use ctx.step_n_valid / ctx.step_n_seqs)
 - metrics(ctx) -> dict                 once per optimizer step, logged under the strategy name
-- on_rollout(batch) -> None            after each rollout batch (e.g. running entropy percentile)
+- on_rollout(batch) -> None            after each rollout batch (e.g. running entropy percentile);
+                                       this rank's share: take global statistics through self.reduce
 
 Step-level hooks see the whole optimizer step (all micro-batches), so every statistic a strategy
 takes over tokens is a step-scope statistic by construction; `ctx.reduce` makes it global
@@ -41,12 +42,30 @@ class Reducer:
     different Reducer, never a change in a strategy.
     """
 
+    rank, world = 0, 1
+
     def gather(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenate a 1-D tensor over ranks (identity with one process)."""
+        """Concatenate a 1-D tensor over ranks, in rank order (identity with one process)."""
         return x
 
     def sum(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+    def max(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def offset(self, n: int) -> tuple[int, int]:
+        """(items on lower ranks, items on all ranks) for this rank's count n."""
+        return 0, int(n)
+
+    def broadcast_object(self, obj):
+        return obj
+
+    def gather_objects(self, obj) -> list:
+        return [obj]
+
+    def barrier(self) -> None:
+        pass
 
     def masked_values(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The valid entries of x, from all ranks, as one fp32 1-D tensor."""
@@ -121,6 +140,8 @@ class Strategy:
     # unless supports_sequence_level is True.
     token_level: ClassVar[bool] = False
     supports_sequence_level: ClassVar[bool] = False
+    # Set by the trainer: the all-rank Reducer, for hooks without a TokenContext (on_rollout).
+    reduce: ClassVar[Reducer] = Reducer()
 
     def validate(self) -> None:
         """Raise ValueError with a clear message for bad parameter values."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from zoo.logging import MetricsLogger
 from zoo.model import load_policy, save_policy
 from zoo.objectives import build_strategies, get_base, overlong_penalty
 from zoo.pretrain import ensure_base_model
+from zoo.distributed import DistReducer, make_accelerator
 from zoo.rollout import HFEngine, response_logp_entropy
 from zoo.strategy import Reducer, TokenContext
 from zoo.types import RolloutBatch
@@ -85,9 +87,19 @@ class DataStream:
 
 class Trainer:
     def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False, log=print):
-        self.cfg, self.out, self.print = cfg, Path(out_dir), log
+        self.cfg, self.out = cfg, Path(out_dir)
         set_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
+        # multi-process (accelerate launch / torchrun): every rank holds whole groups, and every
+        # global statistic goes through self.reduce; rank 0 alone evaluates, logs and saves
+        self.acc = make_accelerator(cfg.model.device)
+        self.reduce = DistReducer(self.acc.device) if self.acc else Reducer()
+        self.rank, self.world = self.reduce.rank, self.reduce.world
+        self.is_main = self.rank == 0
+        self.print = log if self.is_main else (lambda *a, **k: None)
+        if cfg.rollout.prompts_per_step < self.world:
+            raise ConfigError(f"rollout.prompts_per_step ({cfg.rollout.prompts_per_step}) must be >= the number of "
+                              f"processes ({self.world}): each rank samples whole groups")
         from rewards import get_reward
 
         self.task = get_task(cfg.task.name, **cfg.task.params)
@@ -96,39 +108,51 @@ class Trainer:
         self.train_problems = self.task.problems("train", min(cfg.task.train_size, avail or cfg.task.train_size),
                                                  cfg.task.seed)
         self.eval_problems = self.task.problems("eval", cfg.eval.n or cfg.task.eval_size, cfg.task.seed)
-        model_path = ensure_base_model(cfg, log=log)
-        self.model, self.tok = load_policy(model_path, cfg.model.dtype, cfg.model.device)
+        if self.is_main:
+            model_path = ensure_base_model(cfg, log=log)
+        self.reduce.barrier()                               # rank 0 may have pretrained the base model
+        if not self.is_main:
+            model_path = ensure_base_model(cfg, log=self.print)
+        device = str(self.acc.device) if self.acc else cfg.model.device
+        self.model, self.tok = load_policy(model_path, cfg.model.dtype, device)
         self.device = next(self.model.parameters()).device
         self.ref = None
         if cfg.algorithm.kl_coef > 0:
-            self.ref, _ = load_policy(model_path, cfg.model.dtype, cfg.model.device)
+            self.ref, _ = load_policy(model_path, cfg.model.dtype, device)
             self.ref.eval().requires_grad_(False)
         self.base = get_base(cfg.algorithm.base)
         self.strategies = build_strategies(cfg.algorithm)
-        self.reduce = Reducer()
+        for s in self.strategies:
+            s.reduce = self.reduce
+        # the training forward goes through one module, so DDP (accelerate.prepare) sees every call
+        self.scorer = PolicyScorer(self.model)
+        self.train_forward = self.acc.prepare(self.scorer) if self.acc else self.scorer
         t = cfg.train
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
                                      weight_decay=t.weight_decay)
         total = t.steps * t.minibatches * t.epochs
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: _lr_factor(s, total, t.warmup_steps, t.lr_schedule))
         self.engine = HFEngine(self.model, self.tok)
-        self.gen = torch.Generator().manual_seed(t.seed)
+        self.gen = torch.Generator().manual_seed(t.seed + 1_000_003 * self.rank)   # each rank its own samples
         self.data = DataStream(self.train_problems, t.seed)
         self.step_idx, self.opt_steps, self.bad_steps = 0, 0, 0
         self.budget = {"samples": 0, "tokens": 0}
         self.last_eval = None
-        self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self._resume()
         elif any(self.out.glob("ckpt-*")):
             raise FileExistsError(f"{self.out} already holds checkpoints; pass --resume to continue it "
                                   "or choose another --out (nothing was overwritten)")
-        save_config(cfg, self.out / "config.yaml")
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
+        self.reduce.barrier()
 
     # ------------------------------------------------------------------------------------------
     def train(self) -> dict:
         cfg = self.cfg
-        self.logger = MetricsLogger(self.out, cfg.train.steps, self.step_idx, cfg.log.tensorboard, cfg.log.progress)
+        self.logger = (MetricsLogger(self.out, cfg.train.steps, self.step_idx, cfg.log.tensorboard, cfg.log.progress)
+                       if self.is_main else _NullLogger())
         last_eval = {}
         try:
             if self.step_idx == 0 and cfg.eval.at_start:
@@ -147,7 +171,9 @@ class Trainer:
                     self.save()
             last_eval = self.run_eval(self.step_idx)
             self.save()
-            save_policy(self.model, self.tok, self.out / "final", meta={"step": self.step_idx})
+            if self.is_main:
+                save_policy(self.model, self.tok, self.out / "final", meta={"step": self.step_idx})
+            self.reduce.barrier()
         finally:
             self.logger.close()
         return last_eval
@@ -156,6 +182,8 @@ class Trainer:
         return bool(self.cfg.train.max_tokens) and self.budget["tokens"] >= self.cfg.train.max_tokens
 
     def _eval_metrics(self, step: int) -> dict:
+        if not self.is_main:          # rank 0 evaluates the (identical) policy alone
+            return {}
         e = self._evaluate()
         self.last_eval = e  # the latest EvalResult (per-problem scores for paired comparisons)
         self.logger.write(f"[eval] step {step}: accuracy {e.metrics['eval/accuracy']:.3f} "
@@ -166,7 +194,8 @@ class Trainer:
 
     def run_eval(self, step: int) -> dict:
         m = self._eval_metrics(step)
-        self.logger.log(step, m)
+        if m:
+            self.logger.log(step, m)
         return m
 
     def _evaluate(self):
@@ -194,76 +223,100 @@ class Trainer:
         return hook
 
     def rollout(self) -> tuple[Scored | None, dict]:
-        """Sample until the batch is full of informative groups (dynamic sampling) or the cap."""
-        cfg, r, a = self.cfg, self.cfg.rollout, self.cfg.algorithm
+        """Sample until the batch is full of informative groups (dynamic sampling) or the cap.
+
+        Every rank draws the same prompts and samples its contiguous share of them (whole groups);
+        the loop's decisions use global counts, so all ranks take the same number of rounds.
+        """
+        cfg, r, a, red = self.cfg, self.cfg.rollout, self.cfg.algorithm, self.reduce
         t0, kept, dropped, rounds, m = time.perf_counter(), [], 0, 0, {}
-        reward_s, all_correct, all_len, all_trunc, rounds_seen = 0.0, [], [], [], []
+        reward_s, rounds_seen, sums = 0.0, [], torch.zeros(5, dtype=torch.float64)
+        lo, hi = _share(r.prompts_per_step, self.rank, self.world)
         while True:
-            problems = self.data.take(r.prompts_per_step)
+            problems = self.data.take(r.prompts_per_step)[lo:hi]
             b = self.engine.sample(problems, r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
                                    top_p=r.top_p, top_k=r.top_k, temperature_hook=self._temperature_hook(),
-                                   generator=self.gen, group_offset=rounds * r.prompts_per_step)
-            self.budget["samples"] += len(b.texts)
-            self.budget["tokens"] += int(b.lengths.sum())
+                                   generator=self.gen, group_offset=rounds * r.prompts_per_step + lo,
+                                   **({"stop_at_eos": False} if r.ignore_eos else {}))
             tr = time.perf_counter()
             correct = torch.tensor([float(x) for x in self.reward_fn(b.texts, [p.answer for p in b.problems])])
             reward_s += time.perf_counter() - tr
             rew = correct + overlong_penalty(b.lengths, r.max_new_tokens, a.overlong_buffer, a.overlong_penalty)
-            all_correct.append(correct); all_len.append(b.lengths.float()); all_trunc.append(b.truncated.float())
+            sums += torch.tensor([len(b.texts), float(b.lengths.sum()), float(correct.sum()),
+                                  float(b.truncated.float().sum()), 0.0], dtype=torch.float64)
             rounds_seen.append(b)
             if a.dynamic_sampling:
                 g = rew.view(-1, r.group_size)                                           # (groups, G)
                 informative = g.max(-1).values > g.min(-1).values                        # not all equal
-                dropped += int((~informative).sum())
+                sums[4] += float((~informative).sum())
                 idx = [i for i in range(len(b.texts)) if informative[i // r.group_size]]
             else:
                 idx = list(range(len(b.texts)))
             if idx:
                 kept.append((b.select(idx), rew[idx], correct[idx]))
             rounds += 1
-            n_groups = sum(len(k[1]) for k in kept) // r.group_size
+            n_groups = int(red.sum(torch.tensor(sum(len(k[1]) for k in kept) // r.group_size)))
             if not a.dynamic_sampling or n_groups >= r.prompts_per_step or rounds > a.max_resample_rounds:
                 break
         # strategies see every sample of the step once (e.g. h_fork: auto = p80 of this step's rollouts)
         seen = _cat_batches(rounds_seen, self.tok.pad_token_id)
         for s in self.strategies:
             s.on_rollout(seen)
-        correct_all = torch.cat(all_correct)
-        m.update({"reward/accuracy": float(correct_all.mean()), "rollout/response_length": float(torch.cat(all_len).mean()),
-                  "rollout/truncated_share": float(torch.cat(all_trunc).mean()), "rollout/rounds": rounds,
-                  "rollout/dropped_groups": dropped, "budget/samples": self.budget["samples"],
+        n_samples, n_tokens, n_correct, n_trunc, dropped = red.sum(sums).tolist()
+        self.budget["samples"] += int(n_samples)
+        self.budget["tokens"] += int(n_tokens)
+        m.update({"reward/accuracy": n_correct / n_samples, "rollout/response_length": n_tokens / n_samples,
+                  "rollout/truncated_share": n_trunc / n_samples, "rollout/rounds": rounds,
+                  "rollout/dropped_groups": int(dropped), "budget/samples": self.budget["samples"],
                   "budget/tokens": self.budget["tokens"], "perf/reward_seconds": reward_s})
-        if not kept:
+        if n_groups == 0:
             m["perf/rollout_seconds"] = time.perf_counter() - t0 - reward_s
             return None, m
-        batch = _cat_batches([k[0] for k in kept], self.tok.pad_token_id)
-        rewards, correct = torch.cat([k[1] for k in kept]), torch.cat([k[2] for k in kept])
-        keep = min(len(rewards), r.prompts_per_step * r.group_size)
+        # keep exactly prompts_per_step groups over all ranks, rank 0's first
+        mine = sum(len(k[1]) for k in kept) // r.group_size
+        before, _ = red.offset(mine)
+        keep = max(0, min(mine, r.prompts_per_step - before)) * r.group_size
+        if kept:
+            batch = _cat_batches([k[0] for k in kept], self.tok.pad_token_id)
+            rewards, correct = torch.cat([k[1] for k in kept]), torch.cat([k[2] for k in kept])
+        else:
+            batch, rewards, correct = rounds_seen[0], torch.zeros(0), torch.zeros(0)
         batch, rewards, correct = batch.select(list(range(keep))), rewards[:keep], correct[:keep]
-        m["reward/mean"] = float(rewards.mean())
+        tot = red.sum(torch.tensor([float(rewards.sum()), float(keep)], dtype=torch.float64)).tolist()
+        m["reward/mean"] = tot[0] / max(tot[1], 1.0)
         m["perf/rollout_seconds"] = time.perf_counter() - t0 - reward_s
         return self.score(batch, rewards, correct), m
 
     @torch.no_grad()
     def score(self, b: RolloutBatch, rewards: torch.Tensor, correct: torch.Tensor) -> Scored:
-        """The scoring pass: π_old at each token's temperature, entropy at the base temperature."""
+        """The scoring pass: π_old at each token's temperature, entropy at the base temperature.
+
+        train.old_logp = rollout takes both from the built-in sampler's records instead (the same
+        numbers up to float rounding, measured as rollout/sampler_logp_mismatch, without a forward).
+        """
         adv = self.base.advantage(rewards, b.group_ids, self.cfg.algorithm.adv_eps)   # (B,)
         advantages = adv[:, None] * b.response_mask                                     # (B, T)
-        old_logp, entropy = self._forward(self.model, b)
+        if self.cfg.train.old_logp == "rollout":
+            old_logp, entropy = b.logp * b.response_mask, b.entropy * b.response_mask
+        else:
+            old_logp, entropy = self._forward(self.model, b)
         ref = self._forward(self.ref, b)[0] if self.ref is not None else None
         return Scored(b, rewards, correct, advantages, old_logp, entropy, ref)
 
     def _forward(self, model, b: RolloutBatch, idx=None):
+        """No-grad log-probs and entropy of (a subset of) a batch, in micro-batches. (n, T) on CPU."""
         model.eval()  # scoring / pre-pass: deterministic (optimizer_step switches back to train mode)
-        mb = self.cfg.train.micro_batch_size or len(b.texts)
+        mb = self.cfg.train.micro_batch_size or len(b.texts) or 1
         rows = list(range(len(b.texts))) if idx is None else idx
-        outs = []
+        T = b.response_ids.shape[1]
+        outs = [(torch.zeros(0, T), torch.zeros(0, T))]
         for s in range(0, len(rows), mb):
             sub = rows[s:s + mb]
-            outs.append(response_logp_entropy(model, b.prompt_ids[sub], b.prompt_mask[sub], b.response_ids[sub],
-                                              b.response_mask[sub], b.temperatures[sub], self.cfg.rollout.temperature,
-                                              self.cfg.model.chunk_size))
-        return torch.cat([o[0] for o in outs]).cpu(), torch.cat([o[1] for o in outs]).cpu()
+            lp, ent = response_logp_entropy(model, b.prompt_ids[sub], b.prompt_mask[sub], b.response_ids[sub],
+                                            b.response_mask[sub], b.temperatures[sub], self.cfg.rollout.temperature,
+                                            self.cfg.model.chunk_size)
+            outs.append((lp.float().cpu(), ent.float().cpu()))
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
     # ------------------------------------------------------------------------------------------
     def step(self) -> dict:
@@ -274,12 +327,23 @@ class Trainer:
             m["train/skipped_no_signal"] = 1
             m["perf/step_seconds"] = time.perf_counter() - t_start
             return m
-        b, cfg = sc.batch, self.cfg
+        m.update(self.update(sc))
+        n_tokens = float(self.reduce.sum(sc.batch.response_mask.sum()))
+        m["perf/step_seconds"] = time.perf_counter() - t_start
+        m["perf/tokens_per_s"] = n_tokens / max(m["perf/step_seconds"], 1e-9)
+        m["train/lr"] = self.sched.get_last_lr()[0]
+        return m
+
+    def update(self, sc: Scored) -> dict:
+        """All optimizer steps on one scored rollout batch (this rank's share of it)."""
+        b, cfg, red = sc.batch, self.cfg, self.reduce
         mask = b.response_mask
-        m.update(entropy_metrics(sc.entropy, mask))
-        m.update(quadrant_metrics(sc.advantages, sc.entropy, mask, b.group_ids))
-        m["rollout/sampler_logp_mismatch"] = float(((b.logp - sc.old_logp).abs() * mask).sum() / mask.sum().clamp(min=1))
-        self._hist = {"entropy/tokens": sc.entropy[mask]}
+        m = entropy_metrics(sc.entropy, mask, red)
+        m.update(quadrant_metrics(sc.advantages, sc.entropy, mask, b.group_ids, red))
+        mis, nv = red.sum(torch.stack([((b.logp - sc.old_logp).abs() * mask).sum().double(),
+                                       mask.sum().double()])).tolist()
+        m["rollout/sampler_logp_mismatch"] = mis / max(nv, 1.0)
+        self._hist = {"entropy/tokens": red.masked_values(sc.entropy, mask)}
         t_train, first, step_logs = time.perf_counter(), True, []
         G = cfg.rollout.group_size
         n_groups = len(b.texts) // G
@@ -287,21 +351,25 @@ class Trainer:
             order = list(range(n_groups))
             if epoch > 0:
                 order = torch.randperm(n_groups, generator=self.gen).tolist()
-            for chunk in _split(order, cfg.train.minibatches):
+            for chunk in _split(order, cfg.train.minibatches):       # the same count on every rank
                 idx = [g * G + j for g in chunk for j in range(G)]
                 step_logs.append(self.optimizer_step(sc, idx, first))
                 first = False
-        m.update(_mean_dicts(step_logs))
+        m.update(_mean_dicts([d for d in step_logs if d]))
         m["perf/train_seconds"] = time.perf_counter() - t_train
-        m["perf/step_seconds"] = time.perf_counter() - t_start
-        m["perf/tokens_per_s"] = float(mask.sum()) / max(m["perf/step_seconds"], 1e-9)
-        m["train/lr"] = self.sched.get_last_lr()[0]
         return m
 
     def optimizer_step(self, sc: Scored, idx: list[int], first: bool) -> dict:
-        cfg, a, b = self.cfg, self.cfg.algorithm, sc.batch
-        it = torch.tensor(idx)
-        mask = b.response_mask[it]
+        """One optimizer step on rows idx of this rank's share; every denominator and statistic is
+        global (all ranks, all micro-batches). Ranks with fewer micro-batches, or none, run
+        zero-loss ones so that every rank makes the same collective calls."""
+        cfg, a, b, red, dev = self.cfg, self.cfg.algorithm, sc.batch, self.reduce, self.device
+        n_rows = int(red.sum(torch.tensor(len(idx))))
+        if n_rows == 0:
+            return {}
+        it = torch.tensor(idx, dtype=torch.long)
+        on = lambda x: None if x is None else x[it].to(dev)  # noqa: E731
+        mask = on(b.response_mask)
         m: dict[str, float] = {}
         if first:                 # the policy still equals π_old: the scoring pass gives step statistics
             logp_now, ent_now = sc.old_logp[it], sc.entropy[it]
@@ -310,15 +378,17 @@ class Trainer:
             with torch.no_grad():
                 logp_now, ent_now = self._forward(self.model, b, idx)
             m["perf/prepass_seconds"] = time.perf_counter() - t0
-        mbs = cfg.train.micro_batch_size or len(idx)
-        mb_ids = torch.arange(len(idx)) // mbs
-        ctx = TokenContext(logp=logp_now, old_logp=sc.old_logp[it], entropy=ent_now, mask=mask,
-                           advantages=sc.advantages[it], group_ids=b.group_ids[it], rewards=sc.rewards[it],
-                           temperatures=b.temperatures[it], ref_logp=None if sc.ref_logp is None else sc.ref_logp[it],
+        mbs = cfg.train.micro_batch_size or max(len(idx), 1)
+        mb_ids = torch.arange(len(idx), device=dev) // mbs
+        n_mb = int(red.max(torch.tensor(-(-len(idx) // mbs))))
+        nv = float(red.sum(mask.sum()))
+        ctx = TokenContext(logp=logp_now.to(dev), old_logp=on(sc.old_logp), entropy=ent_now.to(dev), mask=mask,
+                           advantages=on(sc.advantages), group_ids=on(b.group_ids), rewards=on(sc.rewards),
+                           temperatures=on(b.temperatures), ref_logp=on(sc.ref_logp),
                            micro_batch_ids=mb_ids, step=self.opt_steps, seed=cfg.train.seed,
                            clip_low=a.clip_low, clip_high=a.clip_high, base_temperature=cfg.rollout.temperature,
-                           step_n_valid=float(mask.sum()), step_n_seqs=float(len(idx)),
-                           max_new_tokens=cfg.rollout.max_new_tokens, reduce=self.reduce)
+                           step_n_valid=nv, step_n_seqs=float(n_rows),
+                           max_new_tokens=cfg.rollout.max_new_tokens, reduce=red)
         # ---- strategies: advantages, then weights (step-level) -----------------------------------
         for s in self.strategies:
             ctx.advantages = s.shape_advantages(ctx) * mask
@@ -331,46 +401,40 @@ class Trainer:
         for s in self.strategies:
             m.update({f"{s.name}/{k}": float(v) for k, v in s.metrics(ctx).items()})
         denom = ops.agg_denominators(mask, weights, cfg.rollout.max_new_tokens)
+        denom["n_valid"], denom["n_seqs"], denom["sum_weights"] = red.sum(torch.tensor(
+            [denom["n_valid"], denom["n_seqs"], denom["sum_weights"]], dtype=torch.float64)).tolist()
         m["train/weight_share"] = denom["sum_weights"] / max(denom["n_valid"], 1.0)
         # ---- loss over micro-batches, step-level denominators ------------------------------------
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        agg = dict(loss=0.0, clip_low=0.0, clip_high=0.0, kl_old=0.0, kl_ref=0.0)
-        nv = max(float(mask.sum()), 1.0)
-        for mb in range(int(mb_ids.max()) + 1 if len(idx) else 0):
-            sel = (mb_ids == mb).nonzero().squeeze(-1)
-            rows = [idx[i] for i in sel.tolist()]
-            logp, ent = self._train_forward(b, rows)
-            mctx = _slice_ctx(ctx, sel, logp, ent)
-            mmask = mctx.mask
-            per_tok = None
-            for s in self.strategies:
-                per_tok = s.policy_loss(mctx) if per_tok is None else per_tok
-            if per_tok is None and self.base.policy_loss is not None:
-                per_tok = self.base.policy_loss(mctx, a)
-            if per_tok is None:
-                per_tok = ops.clipped_surrogate(logp, mctx.old_logp, mctx.advantages, a.clip_low, a.clip_high)
-            loss_mat = per_tok * weights[sel]
-            if a.kl_coef > 0:
-                kl = ops.k3_kl(logp, mctx.ref_logp)
-                loss_mat = loss_mat + a.kl_coef * kl
-                agg["kl_ref"] += float((kl.detach() * mmask).sum()) / nv
-            loss = ops.agg_loss(loss_mat, mmask, a.loss_agg, denom)
-            for s in self.strategies:
-                extra = s.extra_loss(mctx)
-                if extra is not None:
-                    loss = loss + extra
-            loss.backward()
+        sums = torch.zeros(6, dtype=torch.float64)       # loss, clip low, clip high, k3 KL old, k3 KL ref, |A|
+        sums[5] = float((ctx.advantages.abs() * mask).sum())
+        for mb in range(n_mb):
+            sync = self.acc is None or mb == n_mb - 1     # DDP: all-reduce gradients with the last micro-batch
+            with (nullcontext() if sync else self.train_forward.no_sync()):
+                sel = (mb_ids == mb).nonzero().squeeze(-1)
+                if len(sel) == 0:
+                    self._empty_backward()
+                    continue
+                logp, ent = self._train_forward(b, [idx[i] for i in sel.tolist()])
+                mctx = _slice_ctx(ctx, sel, logp, ent)
+                loss, loss_mat = self._micro_batch_loss(mctx, weights[sel], denom)
+                (loss * self.world).backward()           # DDP averages over ranks: the step loss is their sum
             with torch.no_grad():
-                ratio = torch.exp(logp.detach() - mctx.old_logp)
-                A = mctx.advantages
-                agg["loss"] += float(loss.detach())
-                agg["clip_low"] += float((((ratio < 1 - a.clip_low) & (A < 0)) & mmask).sum()) / nv
-                agg["clip_high"] += float((((ratio > 1 + a.clip_high) & (A > 0)) & mmask).sum()) / nv
-                d = mctx.old_logp - logp.detach()
-                agg["kl_old"] += float(((torch.exp(-d) + d - 1) * mmask).sum()) / nv   # k3 KL(π_old || π_θ)
+                mm, lp = mctx.mask, logp.detach()
+                ratio, A = torch.exp(lp - mctx.old_logp), mctx.advantages
+                d = mctx.old_logp - lp
+                sums[:5] += torch.stack([
+                    loss.detach().double().cpu(),
+                    ((((ratio < 1 - a.clip_low) & (A < 0)) & mm).sum()).double().cpu(),
+                    ((((ratio > 1 + a.clip_high) & (A > 0)) & mm).sum()).double().cpu(),
+                    (((torch.exp(-d) + d - 1) * mm).sum()).double().cpu(),             # k3 KL(π_old || π_θ)
+                    ((ops.k3_kl(lp, mctx.ref_logp) * mm).sum().double().cpu() if a.kl_coef > 0
+                     else torch.zeros((), dtype=torch.float64))])
+        sums = red.sum(sums)
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip or float("inf"))
-        if not (math.isfinite(agg["loss"]) and torch.isfinite(gnorm)):
+        loss_total = float(sums[0])
+        if not (math.isfinite(loss_total) and torch.isfinite(gnorm)):
             self.opt.zero_grad(set_to_none=True)
             self.bad_steps += 1
             self.print(f"[zoo] non-finite loss or gradient at step {self.step_idx}: update skipped "
@@ -383,25 +447,57 @@ class Trainer:
         self.opt.step()
         self.sched.step()
         self.opt_steps += 1
-        m.update({"loss/total": agg["loss"], "clip/frac_low": agg["clip_low"], "clip/frac_high": agg["clip_high"],
-                  "kl/old": agg["kl_old"], "train/grad_norm": float(gnorm),
-                  "adv/mean_abs": float((ctx.advantages.abs() * mask).sum() / nv)})
+        nvc = max(nv, 1.0)
+        m.update({"loss/total": loss_total, "clip/frac_low": float(sums[1]) / nvc,
+                  "clip/frac_high": float(sums[2]) / nvc, "kl/old": float(sums[3]) / nvc,
+                  "train/grad_norm": float(gnorm), "adv/mean_abs": float(sums[5]) / nvc})
         if a.kl_coef > 0:
-            m["kl/ref"] = agg["kl_ref"]
+            m["kl/ref"] = float(sums[4]) / nvc
         return m
 
+    def _micro_batch_loss(self, mctx: TokenContext, weights: torch.Tensor, denom: dict):
+        """The micro-batch's share of the step loss (step-level denominators) and its (B, T) loss."""
+        a = self.cfg.algorithm
+        per_tok = None
+        for s in self.strategies:
+            per_tok = s.policy_loss(mctx) if per_tok is None else per_tok
+        if per_tok is None and self.base.policy_loss is not None:
+            per_tok = self.base.policy_loss(mctx, a)
+        if per_tok is None:
+            per_tok = ops.clipped_surrogate(mctx.logp, mctx.old_logp, mctx.advantages, a.clip_low, a.clip_high)
+        loss_mat = per_tok * weights
+        if a.kl_coef > 0:
+            loss_mat = loss_mat + a.kl_coef * ops.k3_kl(mctx.logp, mctx.ref_logp)
+        loss = ops.agg_loss(loss_mat, mctx.mask, a.loss_agg, denom)
+        for s in self.strategies:
+            extra = s.extra_loss(mctx)
+            if extra is not None:
+                loss = loss + extra
+        return loss, loss_mat
+
     def _train_forward(self, b: RolloutBatch, rows: list[int]):
-        logp, ent = response_logp_entropy(self.model, b.prompt_ids[rows], b.prompt_mask[rows], b.response_ids[rows],
-                                          b.response_mask[rows], b.temperatures[rows], self.cfg.rollout.temperature,
-                                          self.cfg.model.chunk_size)
+        logp, ent = self.train_forward(b.prompt_ids[rows], b.prompt_mask[rows], b.response_ids[rows],
+                                       b.response_mask[rows], b.temperatures[rows], self.cfg.rollout.temperature,
+                                       self.cfg.model.chunk_size)
         if not any(s.needs_entropy_grad for s in self.strategies):
             ent = ent.detach()
-        return logp.cpu(), ent.cpu()
+        return logp, ent
+
+    def _empty_backward(self) -> None:
+        """A zero-loss micro-batch (one EOS token): keeps a rank with no rows in step with DDP."""
+        eos = self.tok.eos_token_id
+        one = torch.tensor([[eos]])
+        lp, _ = self.train_forward(one, torch.ones(1, 1, dtype=torch.bool), one, torch.ones(1, 1, dtype=torch.bool),
+                                   torch.ones(1, 1), self.cfg.rollout.temperature, self.cfg.model.chunk_size)
+        (lp.sum() * 0.0).backward()
 
     # ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Everything a resume needs; the random states of every rank (a collective call)."""
+        ranks = self.reduce.gather_objects({"rng": rng_state(), "gen": self.gen.get_state()})
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
-                "rng": rng_state(), "gen": self.gen.get_state(), "data": self.data.state_dict(),
+                "rng": ranks[0]["rng"], "gen": ranks[0]["gen"], "ranks": ranks, "world": self.world,
+                "data": self.data.state_dict(),
                 "step": self.step_idx, "opt_steps": self.opt_steps, "bad_steps": self.bad_steps,
                 "budget": dict(self.budget), "strategies": [s.state_dict() for s in self.strategies],
                 "config": self.cfg.to_dict()}
@@ -409,8 +505,11 @@ class Trainer:
     def save(self) -> None:
         import yaml
 
-        save_checkpoint(self.out, self.step_idx, self.state_dict(), yaml.safe_dump(self.cfg.to_dict(), sort_keys=False),
-                        keep=self.cfg.checkpoint.keep)
+        st = self.state_dict()
+        if self.is_main:
+            save_checkpoint(self.out, self.step_idx, st, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False),
+                            keep=self.cfg.checkpoint.keep)
+        self.reduce.barrier()
 
     def _resume(self) -> None:
         found = load_latest(self.out, warn=self.print)
@@ -421,11 +520,15 @@ class Trainer:
         if diff:
             raise ConfigError(f"--resume: {path} was written with a different config; differing keys: "
                               + ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in diff))
+        if st.get("world", 1) != self.world:
+            raise ConfigError(f"--resume: {path} was written by {st.get('world', 1)} process(es), this launch has "
+                              f"{self.world}; resume with the same number (each rank's sampler state is saved)")
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["opt"])
         self.sched.load_state_dict(st["sched"])
-        set_rng_state(st["rng"])
-        self.gen.set_state(st["gen"])
+        mine = st["ranks"][self.rank] if "ranks" in st else {"rng": st["rng"], "gen": st["gen"]}
+        set_rng_state(mine["rng"])
+        self.gen.set_state(mine["gen"])
         self.data.load_state_dict(st["data"])
         self.step_idx, self.opt_steps, self.bad_steps = st["step"], st["opt_steps"], st["bad_steps"]
         self.budget = dict(st["budget"])
@@ -462,8 +565,8 @@ def _with_defaults(d: dict) -> dict:
         return d
 
 
-def entropy_metrics(entropy: torch.Tensor, mask: torch.Tensor) -> dict:
-    v = entropy[mask].float()
+def entropy_metrics(entropy: torch.Tensor, mask: torch.Tensor, reduce: Reducer | None = None) -> dict:
+    v = (reduce or Reducer()).masked_values(entropy, mask.bool())         # all ranks' valid tokens
     if v.numel() == 0:
         return {}
     return {"entropy/mean": float(v.mean()), "entropy/p50": float(ops.quantile_kth(v, 0.5)),
@@ -471,10 +574,11 @@ def entropy_metrics(entropy: torch.Tensor, mask: torch.Tensor) -> dict:
             "entropy/share_below_0.01": float((v < 0.01).float().mean())}
 
 
-def quadrant_metrics(adv, entropy, mask, group_ids) -> dict:
-    q = ops.quadrant_ids(adv, entropy, mask, group_ids)
-    n = max(int(mask.sum()), 1)
-    return {f"quadrant/{name}_share": float((q == i).sum()) / n for i, name in enumerate(ops.QUADRANTS)}
+def quadrant_metrics(adv, entropy, mask, group_ids, reduce: Reducer | None = None) -> dict:
+    q = ops.quadrant_ids(adv, entropy, mask, group_ids)                    # groups are whole on each rank
+    counts = torch.stack([(q == i).sum() for i in range(len(ops.QUADRANTS))] + [mask.sum()]).double()
+    *c, n = (reduce or Reducer()).sum(counts).tolist()
+    return {f"quadrant/{name}_share": c[i] / max(n, 1.0) for i, name in enumerate(ops.QUADRANTS)}
 
 
 def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -487,14 +591,44 @@ def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 
 def _split(items: list, n: int) -> list[list]:
+    """n consecutive near-equal parts (some empty when len(items) < n: ranks keep the same count)."""
     k, r = divmod(len(items), n)
     out, s = [], 0
     for i in range(n):
         e = s + k + (1 if i < r else 0)
-        if e > s:
-            out.append(items[s:e])
+        out.append(items[s:e])
         s = e
     return out
+
+
+def _share(n: int, rank: int, world: int) -> tuple[int, int]:
+    """[lo, hi) of n items held by `rank`: consecutive, near-equal, rank 0 first."""
+    k, r = divmod(n, world)
+    lo = rank * k + min(rank, r)
+    return lo, lo + k + (1 if rank < r else 0)
+
+
+class PolicyScorer(torch.nn.Module):
+    """The training forward as one module (what DDP wraps): response log-probs and entropy."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, prompt_ids, prompt_mask, response_ids, response_mask, temperatures, base_temperature: float,
+                chunk_size: int = 0):
+        return response_logp_entropy(self.model, prompt_ids, prompt_mask, response_ids, response_mask, temperatures,
+                                     base_temperature, chunk_size)
+
+
+class _NullLogger:
+    """Ranks other than 0 log nothing."""
+    tb = None
+
+    def log(self, *a, **k): pass
+    def advance(self, *a, **k): pass
+    def write(self, *a, **k): pass
+    def close(self): pass
 
 
 def _mean_dicts(ds: list[dict]) -> dict:
