@@ -28,7 +28,17 @@ def make_accelerator(device: str = "auto"):
         return None
     from accelerate import Accelerator
 
-    return Accelerator(cpu=device == "cpu" or not torch.cuda.is_available())
+    acc = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available())
+    kind = str(acc.distributed_type).split(".")[-1]
+    if kind not in SUPPORTED:
+        raise NotImplementedError(
+            f"accelerate distributed_type {kind} is not supported: the trainer samples rollouts from full weights "
+            f"on every rank and accumulates micro-batches itself; use data parallel ({', '.join(SUPPORTED)}: "
+            "configs/accelerate/ddp.yaml, multinode.yaml), with model.dtype bfloat16 to save memory")
+    return acc
+
+
+SUPPORTED = ("MULTI_GPU", "MULTI_CPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_MUSA", "MULTI_HPU")
 
 
 class DistReducer(Reducer):

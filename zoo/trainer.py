@@ -232,12 +232,13 @@ class Trainer:
         t0, kept, dropped, rounds, m = time.perf_counter(), [], 0, 0, {}
         reward_s, rounds_seen, sums = 0.0, [], torch.zeros(5, dtype=torch.float64)
         lo, hi = _share(r.prompts_per_step, self.rank, self.world)
+        self.engine.sync_weights(self.model)          # the engine samples from the current policy
         while True:
             problems = self.data.take(r.prompts_per_step)[lo:hi]
             b = self.engine.sample(problems, r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
                                    top_p=r.top_p, top_k=r.top_k, temperature_hook=self._temperature_hook(),
                                    generator=self.gen, group_offset=rounds * r.prompts_per_step + lo,
-                                   **({"stop_at_eos": False} if r.ignore_eos else {}))
+                                   stop_at_eos=not r.ignore_eos)
             tr = time.perf_counter()
             correct = torch.tensor([float(x) for x in self.reward_fn(b.texts, [p.answer for p in b.problems])])
             reward_s += time.perf_counter() - tr
