@@ -207,3 +207,29 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(tiny_model_dir, tmp_p
                 tmp_path / "run", resume=True, log=msgs.append)
     assert r.step_idx == 1
     assert any("ckpt-0000002" in m and "checksum" in m for m in msgs)
+
+
+def test_rank_shares_are_consecutive_and_cover_everything():
+    from zoo.trainer import _share, _split
+
+    for n, world in [(16, 2), (5, 2), (7, 3), (2, 2)]:
+        parts = [_share(n, r, world) for r in range(world)]
+        assert parts[0][0] == 0 and parts[-1][1] == n
+        assert all(parts[i][1] == parts[i + 1][0] for i in range(world - 1))
+        assert max(h - lo for lo, h in parts) - min(h - lo for lo, h in parts) <= 1
+    assert _split([0, 1, 2], 2) == [[0, 1], [2]]
+    assert _split([0], 2) == [[0], []]            # every rank makes the same number of optimizer steps
+
+
+def test_old_logp_from_rollout_matches_rescoring(tiny_model_dir, tmp_path):
+    """train.old_logp=rollout reuses the sampler's records: the same π_old and entropy as a scoring pass."""
+    outs = {}
+    for mode in ("rescore", "rollout"):
+        t = _trainer(tmp_path, mode, model_dir=tiny_model_dir, reward={"name": "_test_parity"},
+                     train={"steps": 1, "threads": 1, "old_logp": mode})
+        sc, m = t.rollout()
+        outs[mode] = sc
+    a, b = outs["rescore"], outs["rollout"]
+    assert torch.equal(a.batch.response_ids, b.batch.response_ids)
+    assert_close(b.old_logp, a.old_logp, atol=2e-5, rtol=1e-5)
+    assert_close(b.entropy, a.entropy, atol=2e-5, rtol=1e-5)
