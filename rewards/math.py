@@ -37,7 +37,7 @@ from rewards.math_norm import (
     MAX_ANSWER_CHARS, extract_answer, last_boxed_linear, normalize, rational_value, rationals_equal,
     string_key,
 )
-from rewards.registry import register_reward
+from rewards.registry import register_reward, report
 
 __all__ = ["extract_answer", "is_equivalent", "verify_batch", "math_reward", "warmup", "shutdown",
            "clear_cache", "DEFAULT_TIMEOUT"]
@@ -208,9 +208,23 @@ class _Pool:
         w.kill()
         self.workers[self.workers.index(w)] = _Worker()
 
-    def run(self, jobs: list[tuple[str, str]], budgets: list[float]) -> list[bool]:
-        """Each job gets its own budget from the moment a worker takes it; overruns are killed."""
+    def run(self, jobs: list[tuple[str, str]], budgets: list[float], events: dict | None = None) -> list[bool]:
+        """Each job gets its own budget from the moment a worker takes it; overruns are killed.
+
+        A job whose worker overruns its budget, dies mid-job (crash, killed from outside) or
+        cannot be started scores False; its worker is replaced. When `events` is given, the
+        indices of those jobs are added to its lists "timeouts" and "errors" (crashes, no worker).
+        """
         results = [False] * len(jobs)
+        if events is not None:
+            events.setdefault("timeouts", [])
+            events.setdefault("errors", [])
+
+        def fault(kind: str, k: int) -> None:
+            results[k] = False
+            if events is not None:
+                events[kind].append(k)
+
         if not jobs:
             return results
         with self.lock:
@@ -224,12 +238,15 @@ class _Pool:
                     try:
                         w.send(jobs[k])
                         busy[w.fd] = (w, k, time.monotonic() + budgets[k])
-                    except (OSError, ValueError):
+                    except (OSError, ValueError):  # died while idle: the job has not started, retry it
                         self._replace(w)
                         pending.appendleft(k)
                 if not busy:
                     if pending:  # every worker was replaced: wait for fresh ones
                         idle = self.ensure(len(pending))
+                        if not idle:  # no worker can start at all: give up rather than spin
+                            while pending:
+                                fault("errors", pending.popleft())
                     continue
                 now = time.monotonic()
                 first = min(d for _, _, d in busy.values())
@@ -243,8 +260,9 @@ class _Pool:
                         chunk = os.read(fd, 65536)
                     except OSError:
                         chunk = b""
-                    if not chunk:
+                    if not chunk:  # the worker died mid-job
                         del busy[fd]
+                        fault("errors", k)
                         self._replace(w)
                         continue
                     w.buf += chunk
@@ -257,7 +275,7 @@ class _Pool:
                 for fd, (w, k, d) in list(busy.items()):
                     if now >= d:
                         del busy[fd]
-                        results[k] = False
+                        fault("timeouts", k)
                         self._replace(w)
         return results
 
@@ -315,6 +333,8 @@ def verify_batch(completions: Sequence[str], golds: Sequence[str], timeout: floa
 
     The string stage runs here; the rest is spread over a pool of killable worker processes, so
     one slow case costs at most its own budget and never blocks the others. Never raises.
+    A pair whose worker times out or crashes is False; inside a `get_reward(...)` call those
+    samples are counted (rewards.registry.report) as "timeouts" / "errors".
     """
     try:
         n = min(len(completions), len(golds))
@@ -340,14 +360,22 @@ def verify_batch(completions: Sequence[str], golds: Sequence[str], timeout: floa
         budgets[prep] = max(0.01, timeout - (time.monotonic() - t0))
     if todo:
         keys = list(todo)
+        events: dict[str, list[int]] = {"timeouts": [], "errors": []}
         try:
-            res = _get_pool().run(keys, [budgets[k] for k in keys])
+            res = _get_pool().run(keys, [budgets[k] for k in keys], events)
         except Exception:
             res = [False] * len(keys)
-        for k, r in zip(keys, res):
-            _cache_put(k, r)
+            events = {"timeouts": [], "errors": list(range(len(keys)))}
+        crashed = set(events["errors"])
+        for j, (k, r) in enumerate(zip(keys, res)):
+            if j not in crashed:  # a crashed or missing worker decided nothing: retry next time
+                _cache_put(k, r)  # (a timeout is cached: the same hostile case never costs twice)
             for i in todo[k]:
                 out[i] = r
+        for kind, idx in events.items():
+            n_samples = sum(len(todo[keys[j]]) for j in idx)
+            if n_samples:
+                report(kind, n_samples)
     return out
 
 

@@ -170,7 +170,8 @@ def test_math_reward_registered():
     assert fn is vm.math_reward
     assert "math" in registry._DESCRIPTIONS and registry._DESCRIPTIONS["math"]
     try:
-        assert registry.get_reward("math") is vm.math_reward
+        wrapped = registry.get_reward("math")
+        assert isinstance(wrapped, registry.SafeReward) and wrapped.__wrapped__ is vm.math_reward
     except ModuleNotFoundError as e:  # a sibling builtin reward module is not written yet
         assert "rewards." in str(e)
     out = fn(["so \\boxed{42}", "\\boxed{41}", "no answer"], ["42", "42", "42"])

@@ -3,8 +3,11 @@
 A checkpoint is a directory `ckpt-<step>/` holding `state.pt` (model, optimizer, scheduler, RNG
 states, step, data position, strategy states) and `config.yaml`; it is written to a temporary
 directory, fsynced, then renamed into place, and a `COMPLETE` marker with the payload's sha256
-is written last. A checkpoint without a valid marker is ignored (and reported), and the previous
-one is used.
+is written last. On resume, a checkpoint whose marker is missing or unreadable, or whose
+state.pt no longer matches the marker's sha256 (truncated, bytes flipped) or cannot be unpickled,
+is reported by name and skipped, and the previous one is used; when checkpoints exist but none
+verifies, `NoUsableCheckpoint` lists each with its fault. Nothing found corrupt is deleted.
+Temporary directories left by a save that was killed are removed by the next save.
 """
 from __future__ import annotations
 
@@ -61,9 +64,19 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _step_of(path: Path) -> int:
+    try:
+        return int(path.name.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], config_text: str, keep: int = 2) -> Path:
     run_dir = Path(run_dir)
     final = run_dir / f"ckpt-{step:07d}"
+    for stale in run_dir.glob(".ckpt-*"):  # a save killed half-way (never renamed into place)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".ckpt-{step:07d}."))
     try:
         torch.save(state, tmp / "state.pt")
@@ -79,7 +92,10 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], config_text
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+    # keep the newest `keep` up to this step; a newer one is a corrupt leftover of a run that was
+    # resumed from an earlier checkpoint: it is left alone and replaced when the run reaches its step
+    upto = [p for p in list_checkpoints(run_dir) if _step_of(p) <= step]
+    for old in upto[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -89,35 +105,63 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.exists():
         return []
-    return sorted(p for p in run_dir.glob("ckpt-*") if p.is_dir() and (p / "COMPLETE").exists())
+    return sorted((p for p in run_dir.glob("ckpt-*") if p.is_dir() and (p / "COMPLETE").exists()), key=_step_of)
 
 
 class CorruptCheckpoint(RuntimeError):
     pass
 
 
+class NoUsableCheckpoint(FileNotFoundError):
+    """Checkpoints exist but none verifies (the message lists each one and its fault)."""
+
+
 def verify_checkpoint(path: Path) -> dict:
+    """The COMPLETE marker of checkpoint dir `path`; CorruptCheckpoint naming the bad file otherwise."""
+    path = Path(path)
+    marker_file, state_file = path / "COMPLETE", path / "state.pt"
     try:
-        marker = json.loads((path / "COMPLETE").read_text())
+        marker = json.loads(marker_file.read_text())
+        if not isinstance(marker, dict) or not isinstance(marker.get("sha256"), str):
+            raise ValueError("no sha256 in it")
     except (OSError, ValueError) as e:
-        raise CorruptCheckpoint(f"{path}: unreadable COMPLETE marker ({e})") from e
-    state_file = path / "state.pt"
+        raise CorruptCheckpoint(f"{marker_file}: unreadable COMPLETE marker ({e})") from e
     if not state_file.exists():
-        raise CorruptCheckpoint(f"{path}: state.pt is missing")
-    if _sha256(state_file) != marker.get("sha256"):
-        raise CorruptCheckpoint(f"{path}: state.pt does not match its checksum (truncated or corrupt)")
+        raise CorruptCheckpoint(f"{state_file} is missing")
+    if _sha256(state_file) != marker["sha256"]:
+        raise CorruptCheckpoint(f"{state_file} does not match the checksum in its COMPLETE marker "
+                                f"(truncated or corrupt; {state_file.stat().st_size} bytes)")
     return marker
 
 
 def load_latest(run_dir: Path, warn=print) -> tuple[Path, dict] | None:
-    """Newest checkpoint that verifies; corrupt ones are reported and skipped."""
+    """(path, state) of the newest checkpoint that verifies; each bad one is reported through `warn`
+    and skipped. None when there is no checkpoint at all; NoUsableCheckpoint when none verifies."""
+    run_dir = Path(run_dir)
+    bad: list[str] = []
+    if run_dir.exists():
+        for p in sorted(run_dir.glob("ckpt-*"), key=_step_of):
+            if p.is_dir() and not (p / "COMPLETE").exists():
+                msg = f"{p / 'COMPLETE'} is missing (an incomplete checkpoint)"
+                warn(f"[zoo] skipping checkpoint {p.name}: {msg}")
+                bad.append(msg)
     for path in reversed(list_checkpoints(run_dir)):
         try:
             verify_checkpoint(path)
-            state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+            try:
+                state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+            except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+                raise CorruptCheckpoint(f"{path / 'state.pt'} cannot be loaded ({type(e).__name__}: {e})") from e
+            if not isinstance(state, dict) or "step" not in state:
+                raise CorruptCheckpoint(f"{path / 'state.pt'} holds no training state")
             return path, state
-        except (CorruptCheckpoint, RuntimeError, EOFError, OSError) as e:
-            warn(f"[zoo] skipping checkpoint {path.name}: {e}")
+        except (CorruptCheckpoint, OSError) as e:
+            warn(f"[zoo] skipping checkpoint {path.name}: {e}; trying the previous one")
+            bad.append(str(e))
+    if bad:
+        raise NoUsableCheckpoint(f"no usable checkpoint in {run_dir}: every checkpoint failed verification:\n  "
+                                 + "\n  ".join(bad) + "\nNothing was modified; restore a good checkpoint or start "
+                                 "a new run in another --out.")
     return None
 
 

@@ -169,6 +169,7 @@ def plan_compare(raw: dict, out: str | Path) -> Plan:
         base_cfg = config_from_dict({**shared, "algorithm": next(iter(methods.values()))})
     except ConfigError as e:
         raise ConfigError(f"shared settings: {e}") from None
+    _check_task_and_reward(base_cfg)
     steps, tokens = _budget(raw.get("budget"), base_cfg.train.steps)
     out = Path(out)
     plan = Plan(out, raw, methods, list(seeds), baseline, steps, tokens, common)
@@ -185,6 +186,24 @@ def plan_compare(raw: dict, out: str | Path) -> Plan:
             plan.cells.append(Cell(name, seed, cfg, out / "cells" / name / f"seed{seed}"))
     _check_existing(plan)
     return plan
+
+
+def _check_task_and_reward(cfg) -> None:
+    """The shared task and reward resolve (names, parameters): a typo fails here, before any cell
+    dir is written, instead of failing every cell at run time."""
+    from rewards import get_reward
+    from zoo.data import get_task
+
+    try:
+        task = get_task(cfg.task.name, **cfg.task.params)
+    except (KeyError, ValueError, TypeError) as e:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        raise ConfigError(f"task: {msg}") from None
+    try:
+        get_reward(cfg.reward.name or task.reward)
+    except (KeyError, ValueError) as e:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        raise ConfigError(f"reward.name: {msg}") from None
 
 
 def _check_existing(plan: Plan) -> None:

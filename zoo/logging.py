@@ -25,10 +25,9 @@ class MetricsLogger:
                  progress: bool = True):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
+        self.dropped = 0   # lines removed on resume (past the checkpoint, or torn by a kill)
         if start_step > 0 and self.path.exists():  # resume: drop lines past the checkpoint
-            keep = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= start_step]
-            self.path.write_text("".join(ln + "\n" for ln in keep))
+            self.dropped = truncate_metrics(self.path, start_step)
         elif start_step == 0 and self.path.exists():
             self.path.unlink()
         self.tb = None
@@ -79,6 +78,35 @@ class MetricsLogger:
             self.tb.close()
 
 
+def _parse(line: str) -> dict | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def truncate_metrics(path: Path, step: int) -> int:
+    """Keep the rows of metrics.jsonl up to `step` (the checkpoint a run resumes from); drop later
+    rows (written after that checkpoint by the run that was killed) and torn or unparseable lines
+    (a write cut short by the kill). Rewritten atomically; returns how many lines were dropped."""
+    from zoo.checkpoint import atomic_write_text
+
+    text = Path(path).read_text(errors="replace")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    keep = []
+    for ln in lines:
+        row = _parse(ln)
+        if row is not None and isinstance(row.get("step", 0), (int, float)) and row.get("step", 0) <= step:
+            keep.append(ln)
+    if len(keep) != len(lines) or (text and not text.endswith("\n")):  # appends must start a new line
+        atomic_write_text(Path(path), "".join(ln + "\n" for ln in keep))
+    return len(lines) - len(keep)
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of run_dir/metrics.jsonl (a torn last line, from a killed run, is skipped)."""
     p = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()] if p.exists() else []
+    if not p.exists():
+        return []
+    return [r for r in (_parse(ln) for ln in p.read_text(errors="replace").splitlines() if ln.strip()) if r is not None]

@@ -51,24 +51,80 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_EXPECTED = ("expected a local Hugging Face causal-LM directory (config.json, weights, tokenizer files, as "
+             "written by save_pretrained), e.g. Llama / Qwen2 / GPT-2; build the tiny one with `zoo pretrain`")
+# Bidirectional encoders that transformers can put a causal-LM head on only when is_decoder is set.
+_ENCODER_TYPES = frozenset({
+    "bert", "bert-generation", "big_bird", "camembert", "data2vec-text", "electra", "ernie", "megatron-bert",
+    "reformer", "rembert", "roberta", "roberta-prelayernorm", "roc_bert", "roformer", "xlm-roberta",
+    "xlm-roberta-xl", "xmod",
+})
+
+
+class ModelLoadError(ValueError):
+    """A model directory that cannot serve as the policy (the message names the path and why)."""
+
+
+def _not_causal_reason(cfg) -> str | None:
+    """Why a transformers config does not describe a causal LM we can train, or None."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as causal
+
+    mt = getattr(cfg, "model_type", None)
+    archs = [str(a) for a in (getattr(cfg, "architectures", None) or [])]
+    if mt not in causal:
+        return f"transformers has no causal-LM class for model_type '{mt}'"
+    names = set(causal.values())
+    if archs and not any(a in names or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return "none of its architectures is a causal LM"
+    if getattr(cfg, "is_encoder_decoder", False):
+        return "it is an encoder-decoder (seq2seq) model"
+    if mt in _ENCODER_TYPES and not getattr(cfg, "is_decoder", False):
+        return "it is a bidirectional encoder (is_decoder: false)"
+    return None
 
 
 def load_policy(path: str | Path, dtype: str = "float32", device: str = "auto"):
-    """(model, tokenizer) from a local HF causal-LM directory; clear errors for bad paths."""
+    """(model, tokenizer) from a local HF causal-LM directory.
+
+    Clear errors (naming the path and what was expected) for a missing path (FileNotFoundError),
+    a directory without config.json, an unreadable config, a model that is not a causal LM (its
+    model_type and architectures are named), missing or corrupt weights, or no tokenizer
+    (ModelLoadError, a ValueError).
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"model path '{path}' does not exist (expected a local HF causal-LM directory "
-                                "with config.json; build the tiny one with `zoo pretrain`)")
+        raise FileNotFoundError(f"model path '{path}' does not exist ({_EXPECTED})")
+    if not p.is_dir():
+        raise ModelLoadError(f"model path '{path}' is a file, not a directory ({_EXPECTED})")
     if not (p / "config.json").exists():
-        raise ValueError(f"model path '{path}' has no config.json: not a Hugging Face model directory")
-    cfg = AutoConfig.from_pretrained(p, local_files_only=True)
+        raise ModelLoadError(f"model path '{path}' has no config.json: not a Hugging Face model directory "
+                             f"({_EXPECTED})")
+    if dtype not in _DTYPES:
+        raise ModelLoadError(f"model dtype '{dtype}' is not one of {', '.join(_DTYPES)}")
+    try:
+        cfg = AutoConfig.from_pretrained(p, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - bad JSON, no model_type, unknown model_type, ...
+        raise ModelLoadError(f"model path '{path}': cannot read config.json ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}) ({_EXPECTED})") from e
+    why = _not_causal_reason(cfg)
+    if why is not None:
+        archs = ", ".join(getattr(cfg, "architectures", None) or []) or "none listed"
+        raise ModelLoadError(f"model path '{path}' is not a causal LM: {why} (model_type: "
+                             f"{getattr(cfg, 'model_type', None)}, architectures: {archs}); {_EXPECTED}")
     try:
         model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=_DTYPES[dtype])
-    except ValueError as e:
-        raise ValueError(f"model path '{path}' ({cfg.model_type}) is not a causal LM: {e}") from None
-    tok = AutoTokenizer.from_pretrained(p, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - missing / truncated / garbage weight files
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ModelLoadError(f"model path '{path}' ({cfg.model_type}): cannot load the weights "
+                             f"({type(e).__name__}: {msg}); {_EXPECTED}") from e
+    try:
+        tok = AutoTokenizer.from_pretrained(p, local_files_only=True)
+    except Exception as e:  # noqa: BLE001
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ModelLoadError(f"model path '{path}': cannot load its tokenizer ({type(e).__name__}: {msg}); "
+                             f"{_EXPECTED}") from e
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     model.to(resolve_device(device))

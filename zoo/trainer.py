@@ -230,7 +230,7 @@ class Trainer:
         """
         cfg, r, a, red = self.cfg, self.cfg.rollout, self.cfg.algorithm, self.reduce
         t0, kept, dropped, rounds, m = time.perf_counter(), [], 0, 0, {}
-        reward_s, rounds_seen, sums = 0.0, [], torch.zeros(5, dtype=torch.float64)
+        reward_s, rounds_seen, sums = 0.0, [], torch.zeros(7, dtype=torch.float64)
         lo, hi = _share(r.prompts_per_step, self.rank, self.world)
         self.engine.sync_weights(self.model)          # the engine samples from the current policy
         while True:
@@ -242,9 +242,11 @@ class Trainer:
             tr = time.perf_counter()
             correct = torch.tensor([float(x) for x in self.reward_fn(b.texts, [p.answer for p in b.problems])])
             reward_s += time.perf_counter() - tr
+            faults = getattr(self.reward_fn, "last_stats", None) or {}     # samples scored 0 by a failing verifier
             rew = correct + overlong_penalty(b.lengths, r.max_new_tokens, a.overlong_buffer, a.overlong_penalty)
             sums += torch.tensor([len(b.texts), float(b.lengths.sum()), float(correct.sum()),
-                                  float(b.truncated.float().sum()), 0.0], dtype=torch.float64)
+                                  float(b.truncated.float().sum()), 0.0, faults.get("errors", 0),
+                                  faults.get("timeouts", 0)], dtype=torch.float64)
             rounds_seen.append(b)
             if a.dynamic_sampling:
                 g = rew.view(-1, r.group_size)                                           # (groups, G)
@@ -263,13 +265,14 @@ class Trainer:
         seen = _cat_batches(rounds_seen, self.tok.pad_token_id)
         for s in self.strategies:
             s.on_rollout(seen)
-        n_samples, n_tokens, n_correct, n_trunc, dropped = red.sum(sums).tolist()
+        n_samples, n_tokens, n_correct, n_trunc, dropped, r_errors, r_timeouts = red.sum(sums).tolist()
         self.budget["samples"] += int(n_samples)
         self.budget["tokens"] += int(n_tokens)
         m.update({"reward/accuracy": n_correct / n_samples, "rollout/response_length": n_tokens / n_samples,
                   "rollout/truncated_share": n_trunc / n_samples, "rollout/rounds": rounds,
                   "rollout/dropped_groups": int(dropped), "budget/samples": self.budget["samples"],
-                  "budget/tokens": self.budget["tokens"], "perf/reward_seconds": reward_s})
+                  "budget/tokens": self.budget["tokens"], "perf/reward_seconds": reward_s,
+                  "reward/errors": int(r_errors), "reward/timeouts": int(r_timeouts)})
         if n_groups == 0:
             m["perf/rollout_seconds"] = time.perf_counter() - t0 - reward_s
             return None, m
