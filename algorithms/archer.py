@@ -74,6 +74,6 @@ class Archer(Strategy):
 
     def metrics(self, ctx: TokenContext) -> dict[str, float]:
         high = response_entropy_mask(ctx.entropy, ctx.mask, self.quantile)
-        n = max(float(ctx.mask.sum()), 1.0)
-        return {"high_share": float(high.sum()) / n, "kl_target_is_ref": float(ctx.ref_logp is not None
+        n, n_high = ctx.reduce.sum(torch.stack([ctx.mask.sum(), high.sum()]).double()).tolist()
+        return {"high_share": n_high / max(n, 1.0), "kl_target_is_ref": float(ctx.ref_logp is not None
                                                                                 and self.kl_target == "ref")}

@@ -53,6 +53,6 @@ class CEGPPO(Strategy):
 
     def metrics(self, ctx: TokenContext) -> dict[str, float]:
         r, A, m = torch.exp(ctx.logp - ctx.old_logp), ctx.advantages, ctx.mask.bool()
-        n = max(float(m.sum()), 1.0)
-        return {"low_share": float(((A < 0) & (r < 1 - ctx.clip_low) & m).sum()) / n,
-                "high_share": float(((A > 0) & (r > 1 + ctx.clip_high) & m).sum()) / n}
+        n, low, high = ctx.reduce.sum(torch.stack([m.sum(), ((A < 0) & (r < 1 - ctx.clip_low) & m).sum(),
+                                                   ((A > 0) & (r > 1 + ctx.clip_high) & m).sum()]).double()).tolist()
+        return {"low_share": low / max(n, 1.0), "high_share": high / max(n, 1.0)}

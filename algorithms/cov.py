@@ -13,8 +13,8 @@ KL-Cov (Eq. 11): the top max(1, floor(k·N)) tokens by Cov get ℓ = -r·A + β�
     recipes use 1).
 Differences from verl (compute_policy_loss_clip_cov / _kl_cov): verl selects per micro-batch; we
 select over the whole optimizer step (equal on a single micro-batch, cross-checked by
-tests/crosscheck). Known limit: the Clip-Cov draw is exact for one process; several ranks would need
-each rank's candidate offset, which zoo.strategy.Reducer does not expose yet.
+tests/crosscheck), and over all ranks: the Clip-Cov draw is the single-process one on any number of
+ranks (each rank keeps the drawn positions inside its offset; tests/test_distributed.py).
 """
 from __future__ import annotations
 
@@ -164,6 +164,8 @@ class KLCov(Strategy):
                 return sel[rows]
         if sel is not None and sel.shape == ctx.mask.shape and ctx.micro_batch_ids is None:
             return sel
+        if ctx.reduce.world > 1:  # a collective inside a per-micro-batch hook could leave ranks waiting
+            raise RuntimeError("kl_cov: policy_loss called without the step-level selection (token_weights)")
         return self._select(ctx)                                         # no step selection: this batch alone
 
     def policy_loss(self, ctx: TokenContext) -> torch.Tensor:

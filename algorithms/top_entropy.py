@@ -89,11 +89,15 @@ class TopEntropy(Strategy):
         if self.scope == "sequence":                             # one τ per response (local: a row lives on one rank)
             taus = [entropy_threshold(H[i:i + 1], mask[i:i + 1], self.rho, self.select) for i in range(H.shape[0])]
             tau = torch.tensor([float("inf") if t is None else float(t) for t in taus], device=H.device)  # (B,)
-            return (H.detach().float() >= tau.unsqueeze(-1)) & mask, [float(t) for t in taus if t is not None]
+            mine = [float(t) for t in taus if t is not None]
+            s, n = ctx.reduce.sum(torch.tensor([sum(mine), len(mine)], dtype=torch.float64)).tolist()
+            return (H.detach().float() >= tau.unsqueeze(-1)) & mask, [s / n] if n else []   # logged: mean τ, all ranks
         if self.scope == "micro_batch" and ctx.micro_batch_ids is not None:
-            # per micro-batch, gathered over ranks (TRL); every rank must hold the same number of micro-batches
+            # micro-batch k of every rank together (TRL gathers per micro-batch); a rank with fewer
+            # micro-batches still takes part in every gather, so no rank waits forever
             ids = ctx.micro_batch_ids
-            groups = [mask & (ids == m).unsqueeze(-1) for m in torch.unique(ids)]
+            n_mb = ctx.n_micro_batches or (int(ids.max()) + 1 if len(ids) else 0)
+            groups = [mask & (ids == m).unsqueeze(-1) for m in range(n_mb)]
         else:
             groups = [mask]                                      # one τ over the whole step, all ranks
             # (a context without micro_batch_ids is one micro-batch, so micro_batch scope = step there)

@@ -26,14 +26,24 @@ ALGORITHMS = {
               "strategies": [{"name": "eapo"}, {"name": "top_entropy", "rho": 0.2}]},
     "clip_cov_kl": {"base": "grpo", "kl_coef": 0.05,
                     "strategies": [{"name": "clip_cov", "ratio": 0.05, "lb": -10.0, "ub": 10.0}]},
+    "archer": {"base": "grpo", "strategies": [{"name": "archer"}]},
+    "ce_gppo": {"base": "dapo", "dynamic_sampling": False, "strategies": [{"name": "ce_gppo"}]},
+    "top20_micro_batch": {"base": "dapo", "dynamic_sampling": False,
+                          "strategies": [{"name": "top_entropy", "rho": 0.2, "scope": "micro_batch"}]},
 }
-# (algorithm, groups held by each rank of a 2-process run, micro-batch size in responses)
+# (algorithm, groups held by each rank of a 2-process run, micro-batch size in responses,
+#  extra train keys, compared with the single-process run)
 CASES = {
-    "balanced": ("top20", (2, 2), 0),
-    "empty_rank": ("top20", (4, 0), 0),
-    "accumulation": ("top20", (2, 2), 4),        # 2 micro-batches per rank vs 1 micro-batch single-process
-    "uneven_accumulation": ("top20", (3, 1), 4),  # 3 micro-batches on rank 0, 1 on rank 1
-    "clip_cov_kl": ("clip_cov_kl", (1, 3), 4),
+    "balanced": ("top20", (2, 2), 0, {}, True),
+    "empty_rank": ("top20", (4, 0), 0, {}, True),
+    "accumulation": ("top20", (2, 2), 4, {}, True),        # 2 micro-batches per rank vs 1 single-process
+    "uneven_accumulation": ("top20", (3, 1), 4, {}, True),  # 3 micro-batches on rank 0, 1 on rank 1
+    "clip_cov_kl": ("clip_cov_kl", (1, 3), 4, {}, True),
+    "archer": ("archer", (2, 2), 0, {}, True),
+    # 2 minibatches x 2 epochs: global group split, the same shuffle on every rank, no-grad pre-pass
+    "minibatches_epochs": ("ce_gppo", (3, 1), 4, {"minibatches": 2, "epochs": 2}, True),
+    # per-micro-batch τ (TRL's scope) with 3 vs 1 micro-batches: must not hang (no single-process twin)
+    "micro_batch_scope_uneven": ("top20_micro_batch", (3, 1), 4, {}, False),
 }
 GROUP, PROMPTS = 4, 4
 
@@ -44,14 +54,14 @@ def _parity(completions, golds):
 
 
 def run_case(model_dir: str, name: str, world: int, rank: int) -> dict:
-    algo, split, mbs = CASES[name]
+    algo, split, mbs, train, _ = CASES[name]
     raw = {
         "model": {"name_or_path": model_dir, "device": "cpu"},
         "task": {"name": "countdown", "train_size": 64, "eval_size": 8},
         "reward": {"name": "_dist_parity"},
         "algorithm": ALGORITHMS[algo],
         "rollout": {"group_size": GROUP, "prompts_per_step": PROMPTS, "max_new_tokens": 12},
-        "train": {"steps": 1, "lr": 1e-3, "threads": 1, "micro_batch_size": mbs if world > 1 else 0},
+        "train": {"steps": 1, "lr": 1e-3, "threads": 1, "micro_batch_size": mbs if world > 1 else 0, **train},
         "eval": {"every": 0, "at_start": False},
         "checkpoint": {"every": 0},
         "log": {"progress": False, "tensorboard": False},
@@ -66,10 +76,13 @@ def run_case(model_dir: str, name: str, world: int, rank: int) -> dict:
     lo = sum(counts[:rank]) * GROUP
     rows = list(range(lo, lo + counts[rank] * GROUP))
     sc = t.score(b.select(rows), rewards[rows], rewards[rows])
+    grads = []                                      # the gradient of every optimizer step of the update
+    t.opt.register_step_pre_hook(lambda *_: grads.append(torch.cat([p.grad.detach().flatten()
+                                                                    for p in t.model.parameters()])))
     metrics = t.update(sc)
-    grad = torch.cat([p.grad.detach().flatten() for p in t.model.parameters()])
+    grad = torch.stack(grads)
     return {"metrics": {k: v for k, v in metrics.items() if not k.startswith("perf/")}, "grad": grad,
-            "params": torch.cat([p.detach().flatten() for p in t.model.parameters()])}
+            "params": torch.cat([p.detach().flatten() for p in t.model.parameters()]), "opt_steps": t.opt_steps}
 
 
 def main() -> None:

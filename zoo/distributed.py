@@ -28,7 +28,18 @@ def make_accelerator(device: str = "auto"):
         return None
     from accelerate import Accelerator
 
-    acc = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available())
+    from datetime import timedelta
+
+    from accelerate.utils import InitProcessGroupKwargs
+
+    mp = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if mp not in ("no", ""):
+        raise ValueError(f"accelerate mixed_precision '{mp}' is not supported: it would autocast the training "
+                         "forward but not the scoring pass, so π_old and π_θ would differ at the first step. Set "
+                         "mixed_precision: 'no' in the accelerate config and model.dtype: bfloat16 in the zoo config")
+    # rank 0 evaluates (and may pretrain the base) while the others wait in a collective: allow hours
+    acc = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(), mixed_precision="no",
+                      kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=4))])
     kind = str(acc.distributed_type).split(".")[-1]
     if kind not in SUPPORTED:
         raise NotImplementedError(

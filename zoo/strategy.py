@@ -111,6 +111,7 @@ class TokenContext:
     temperatures: torch.Tensor    # (B, T) temperature each token was sampled at
     ref_logp: torch.Tensor | None = None   # (B, T) reference model, when KL is on
     micro_batch_ids: torch.Tensor | None = None  # (B,) which micro-batch each response is in (step ctx)
+    n_micro_batches: int = 0      # micro-batches of the step, the most any rank holds (0 = unknown: use the ids)
     step: int = 0                 # optimizer step counter (global)
     seed: int = 0
     clip_low: float = 0.2

@@ -255,8 +255,7 @@ class Trainer:
                 idx = [i for i in range(len(b.texts)) if informative[i // r.group_size]]
             else:
                 idx = list(range(len(b.texts)))
-            if idx:
-                kept.append((b.select(idx), rew[idx], correct[idx]))
+            kept.append((b.select(idx), rew[idx], correct[idx]))
             rounds += 1
             n_groups = int(red.sum(torch.tensor(sum(len(k[1]) for k in kept) // r.group_size)))
             if not a.dynamic_sampling or n_groups >= r.prompts_per_step or rounds > a.max_resample_rounds:
@@ -276,16 +275,19 @@ class Trainer:
         if n_groups == 0:
             m["perf/rollout_seconds"] = time.perf_counter() - t0 - reward_s
             return None, m
-        # keep exactly prompts_per_step groups over all ranks, rank 0's first
-        mine = sum(len(k[1]) for k in kept) // r.group_size
-        before, _ = red.offset(mine)
-        keep = max(0, min(mine, r.prompts_per_step - before)) * r.group_size
-        if kept:
-            batch = _cat_batches([k[0] for k in kept], self.tok.pad_token_id)
-            rewards, correct = torch.cat([k[1] for k in kept]), torch.cat([k[2] for k in kept])
-        else:
-            batch, rewards, correct = rounds_seen[0], torch.zeros(0), torch.zeros(0)
-        batch, rewards, correct = batch.select(list(range(keep))), rewards[:keep], correct[:keep]
+        # keep exactly prompts_per_step groups: the first ones in (round, rank) order, as one process would
+        counts = red.gather(torch.tensor([len(k[1]) // r.group_size for k in kept])).view(self.world, rounds)
+        quota, left = torch.zeros_like(counts), r.prompts_per_step
+        for rd in range(rounds):
+            for rk in range(self.world):
+                quota[rk, rd] = min(int(counts[rk, rd]), left)
+                left -= int(quota[rk, rd])
+        take = [(k[0].select(range(q * r.group_size)), k[1][:q * r.group_size], k[2][:q * r.group_size])
+                for k, q in zip(kept, quota[self.rank].tolist())]
+        take = [k for k in take if len(k[1])] or take[:1]        # (an empty share keeps one empty part)
+        batch = _cat_batches([k[0] for k in take], self.tok.pad_token_id)
+        rewards, correct = torch.cat([k[1] for k in take]), torch.cat([k[2] for k in take])
+        keep = len(rewards)
         tot = red.sum(torch.tensor([float(rewards.sum()), float(keep)], dtype=torch.float64)).tolist()
         m["reward/mean"] = tot[0] / max(tot[1], 1.0)
         m["perf/rollout_seconds"] = time.perf_counter() - t0 - reward_s
@@ -350,13 +352,15 @@ class Trainer:
         self._hist = {"entropy/tokens": red.masked_values(sc.entropy, mask)}
         t_train, first, step_logs = time.perf_counter(), True, []
         G = cfg.rollout.group_size
-        n_groups = len(b.texts) // G
+        n_mine = len(b.texts) // G
+        g0, n_groups = red.offset(n_mine)               # this rank holds global groups [g0, g0 + n_mine)
         for epoch in range(cfg.train.epochs):
             order = list(range(n_groups))
-            if epoch > 0:
-                order = torch.randperm(n_groups, generator=self.gen).tolist()
-            for chunk in _split(order, cfg.train.minibatches):       # the same count on every rank
-                idx = [g * G + j for g in chunk for j in range(G)]
+            if epoch > 0:                                 # the same shuffle on every rank, resumable
+                g = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + self.step_idx * 1_009 + epoch)
+                order = torch.randperm(n_groups, generator=g).tolist()
+            for chunk in _split(order, cfg.train.minibatches):       # minibatches of global groups
+                idx = [(k - g0) * G + j for k in chunk if g0 <= k < g0 + n_mine for j in range(G)]
                 step_logs.append(self.optimizer_step(sc, idx, first))
                 first = False
         m.update(_mean_dicts([d for d in step_logs if d]))
@@ -389,7 +393,7 @@ class Trainer:
         ctx = TokenContext(logp=logp_now.to(dev), old_logp=on(sc.old_logp), entropy=ent_now.to(dev), mask=mask,
                            advantages=on(sc.advantages), group_ids=on(b.group_ids), rewards=on(sc.rewards),
                            temperatures=on(b.temperatures), ref_logp=on(sc.ref_logp),
-                           micro_batch_ids=mb_ids, step=self.opt_steps, seed=cfg.train.seed,
+                           micro_batch_ids=mb_ids, n_micro_batches=n_mb, step=self.opt_steps, seed=cfg.train.seed,
                            clip_low=a.clip_low, clip_high=a.clip_high, base_temperature=cfg.rollout.temperature,
                            step_n_valid=nv, step_n_seqs=float(n_rows),
                            max_new_tokens=cfg.rollout.max_new_tokens, reduce=red)
@@ -516,10 +520,20 @@ class Trainer:
         self.reduce.barrier()
 
     def _resume(self) -> None:
-        found = load_latest(self.out, warn=self.print)
-        if found is None:
+        # rank 0 picks the checkpoint (verifying it) and every rank loads that one
+        found, err = None, None
+        if self.is_main:
+            try:
+                found = load_latest(self.out, warn=self.print)
+            except FileNotFoundError as e:
+                err = e
+        picked = self.reduce.broadcast_object(("error", str(err)) if err else ("path", found and str(found[0])))
+        if picked[0] == "error":
+            raise err if err is not None else FileNotFoundError(picked[1])
+        if picked[1] is None:
             raise FileNotFoundError(f"--resume: no usable checkpoint in {self.out}")
-        path, st = found
+        path, st = found if found else (Path(picked[1]), torch.load(Path(picked[1]) / "state.pt", map_location="cpu",
+                                                                     weights_only=False, mmap=True))
         diff = config_diff(st["config"], self.cfg.to_dict(), ignore=("train.steps", "eval", "log", "checkpoint"))
         if diff:
             raise ConfigError(f"--resume: {path} was written with a different config; differing keys: "
