@@ -233,3 +233,25 @@ def test_old_logp_from_rollout_matches_rescoring(tiny_model_dir, tmp_path):
     assert torch.equal(a.batch.response_ids, b.batch.response_ids)
     assert_close(b.old_logp, a.old_logp, atol=2e-5, rtol=1e-5)
     assert_close(b.entropy, a.entropy, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("strategies,sparse", [
+    ([{"name": "top_entropy", "rho": 0.2}], True),                                 # 1 token in 5 carries gradient
+    ([{"name": "top_entropy", "rho": 0.2}, {"name": "entropy_reg", "coef": 0.01}], False),  # H gradient everywhere
+])
+def test_sparse_backward_equals_dense(tiny_model_dir, tmp_path, strategies, sparse):
+    """The sparse LM-head backward gives the dense gradient; it steps aside when another term needs
+    gradients at zero-weight tokens (here entropy regularisation)."""
+    grads, used = [], []
+    for on in (True, False):
+        t = _trainer(tmp_path, f"sp{on}", model_dir=tiny_model_dir, reward={"name": "_test_parity"},
+                     algorithm={"base": "dapo", "dynamic_sampling": False, "strategies": strategies},
+                     train={"steps": 1, "lr": 1e-3, "threads": 1, "micro_batch_size": 8, "sparse_backward": on},
+                     model={"name_or_path": str(tiny_model_dir), "chunk_size": 16})   # the fused, tiled op
+        sc, _ = t.rollout()
+        m = t.optimizer_step(sc, list(range(len(sc.batch.texts))), first=True)
+        grads.append(_grads(t.model))
+        used.append(m["train/sparse_backward"])
+    assert used == [float(sparse), 0.0]
+    assert grads[1].abs().max() > 0
+    assert_close(grads[0], grads[1], atol=1e-7, rtol=1e-5)

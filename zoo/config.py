@@ -100,6 +100,8 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = 0                  # 0 = off
     ignore_eos: bool = False        # generate exactly max_new_tokens (EOS is an ordinary token; benchmarks)
+    compile: bool = False           # torch.compile the decoding step (falls back to eager with a warning)
+    compact: bool = True            # drop finished sequences from the decoding batch
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class TrainConfig:
     threads: int = 0                # torch threads; 0 = auto (1 when CI is set)
     max_bad_steps: int = 3          # consecutive non-finite steps before the run stops
     old_logp: str = "rescore"       # π_old: rescore (a scoring forward) | rollout (the built-in sampler's records)
+    sparse_backward: bool = True    # LM-head backward only over tokens with non-zero weight, when nothing else needs the rest
 
 
 @dataclass(frozen=True)

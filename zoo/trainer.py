@@ -132,7 +132,7 @@ class Trainer:
                                      weight_decay=t.weight_decay)
         total = t.steps * t.minibatches * t.epochs
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: _lr_factor(s, total, t.warmup_steps, t.lr_schedule))
-        self.engine = HFEngine(self.model, self.tok)
+        self.engine = HFEngine(self.model, self.tok, compact=cfg.rollout.compact, compile=cfg.rollout.compile)
         self.gen = torch.Generator().manual_seed(t.seed + 1_000_003 * self.rank)   # each rank its own samples
         self.data = DataStream(self.train_problems, t.seed)
         self.step_idx, self.opt_steps, self.bad_steps = 0, 0, 0
@@ -412,6 +412,10 @@ class Trainer:
         denom["n_valid"], denom["n_seqs"], denom["sum_weights"] = red.sum(torch.tensor(
             [denom["n_valid"], denom["n_seqs"], denom["sum_weights"]], dtype=torch.float64)).tolist()
         m["train/weight_share"] = denom["sum_weights"] / max(denom["n_valid"], 1.0)
+        nonzero = (weights != 0) & mask                  # (B, T) tokens whose log-prob gradient can be non-zero
+        n_nonzero = float(red.sum(nonzero.sum()))
+        sparse = self._sparse_backward_applies() and n_nonzero < 0.75 * nv
+        m["train/sparse_backward"] = float(sparse)
         # ---- loss over micro-batches, step-level denominators ------------------------------------
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
@@ -424,7 +428,10 @@ class Trainer:
                 if len(sel) == 0:
                     self._empty_backward()
                     continue
-                logp, ent = self._train_forward(b, [idx[i] for i in sel.tolist()])
+                rows_nz = nonzero[sel] if sparse else None      # (a micro-batch with none stays dense: its
+                if rows_nz is not None and not bool(rows_nz.any()):  # loss is 0, and DDP wants every parameter used)
+                    rows_nz = None
+                logp, ent = self._train_forward(b, [idx[i] for i in sel.tolist()], rows_nz)
                 mctx = _slice_ctx(ctx, sel, logp, ent)
                 loss, loss_mat = self._micro_batch_loss(mctx, weights[sel], denom)
                 (loss * self.world).backward()           # DDP averages over ranks: the step loss is their sum
@@ -483,13 +490,20 @@ class Trainer:
                 loss = loss + extra
         return loss, loss_mat
 
-    def _train_forward(self, b: RolloutBatch, rows: list[int]):
-        logp, ent = self.train_forward(b.prompt_ids[rows], b.prompt_mask[rows], b.response_ids[rows],
-                                       b.response_mask[rows], b.temperatures[rows], self.cfg.rollout.temperature,
-                                       self.cfg.model.chunk_size)
-        if not any(s.needs_entropy_grad for s in self.strategies):
-            ent = ent.detach()
-        return logp, ent
+    def _train_forward(self, b: RolloutBatch, rows: list[int], grad_rows: torch.Tensor | None = None):
+        ent_grad = any(s.needs_entropy_grad for s in self.strategies)
+        return self.train_forward(b.prompt_ids[rows], b.prompt_mask[rows], b.response_ids[rows],
+                                  b.response_mask[rows], b.temperatures[rows], self.cfg.rollout.temperature,
+                                  self.cfg.model.chunk_size, entropy_grad=ent_grad, grad_rows=grad_rows)
+
+    def _sparse_backward_applies(self) -> bool:
+        """Only the weighted tokens' log-probs need gradients: no reference KL, no extra loss, no
+        replaced per-token loss (GSPO's sequence ratio, Archer's KL, KL-Cov read every token), no
+        entropy gradient. Otherwise the dense backward."""
+        a = self.cfg.algorithm
+        return (self.cfg.train.sparse_backward and a.kl_coef == 0 and self.base.policy_loss is None
+                and not any(s.overrides("policy_loss") or s.overrides("extra_loss") or s.needs_entropy_grad
+                            for s in self.strategies))
 
     def _empty_backward(self) -> None:
         """A zero-loss micro-batch (one EOS token): keeps a rank with no rows in step with DDP."""
@@ -634,9 +648,9 @@ class PolicyScorer(torch.nn.Module):
         self.model = model
 
     def forward(self, prompt_ids, prompt_mask, response_ids, response_mask, temperatures, base_temperature: float,
-                chunk_size: int = 0):
+                chunk_size: int = 0, entropy_grad: bool = False, grad_rows: torch.Tensor | None = None):
         return response_logp_entropy(self.model, prompt_ids, prompt_mask, response_ids, response_mask, temperatures,
-                                     base_temperature, chunk_size)
+                                     base_temperature, chunk_size, entropy_grad=entropy_grad, grad_rows=grad_rows)
 
 
 class _NullLogger:
