@@ -225,8 +225,18 @@ class Ours:
             self.notes.append("zoo.trainer.response_logp_entropy not found: forward phases not split")
             yield
             return
-        with patched(self.T, "response_logp_entropy",
-                     self.timers.wrap(self.rle, "training forward", "scoring forward (no grad)")):
+        import importlib
+
+        timed = self.timers.wrap(self.rle, "training forward", "scoring forward (no grad)")
+        try:  # the training forward lives in zoo.batches (the module DDP wraps), scoring in zoo.trainer
+            batches = importlib.import_module("zoo.batches")
+        except ImportError:
+            batches = None
+        if batches is None or not hasattr(batches, "response_logp_entropy"):
+            with patched(self.T, "response_logp_entropy", timed):
+                yield
+            return
+        with patched(self.T, "response_logp_entropy", timed), patched(batches, "response_logp_entropy", timed):
             yield
 
     def step(self, timed: bool) -> None:

@@ -210,7 +210,8 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(tiny_model_dir, tmp_p
 
 
 def test_rank_shares_are_consecutive_and_cover_everything():
-    from zoo.trainer import _share, _split
+    from zoo.batches import rank_share as _share
+    from zoo.batches import split_groups as _split
 
     for n, world in [(16, 2), (5, 2), (7, 3), (2, 2)]:
         parts = [_share(n, r, world) for r in range(world)]

@@ -208,7 +208,7 @@ def _check_task_and_reward(cfg) -> None:
 
 def _check_existing(plan: Plan) -> None:
     """Refuse to mix a different matrix into an existing dir (nothing is overwritten)."""
-    from zoo.trainer import config_diff
+    from zoo.config import config_diff
 
     out = plan.out
     if out.exists() and any(out.iterdir()) and not (out / "compare.yaml").exists():

@@ -446,3 +446,28 @@ def save_config(cfg: Config, path: str | Path) -> None:
     from zoo.checkpoint import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def config_diff(old: dict, new: dict, ignore=(), prefix: str = "") -> list[tuple[str, object, object]]:
+    """Differing dotted keys between two resolved configs. A config saved before a key existed
+    is first completed with today's defaults, so adding a config key never breaks a resume."""
+    if not prefix:
+        old = _with_defaults(old)
+    out = []
+    for k in sorted(set(old) | set(new)):
+        path = f"{prefix}{k}"
+        if any(path == i or path.startswith(i + ".") for i in ignore):
+            continue
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, ignore, path + ".")
+        elif a != b:
+            out.append((path, a, b))
+    return out
+
+
+def _with_defaults(d: dict) -> dict:
+    try:
+        return config_from_dict(d).to_dict()
+    except (ConfigError, KeyError, ValueError):
+        return d

@@ -110,3 +110,13 @@ def read_metrics(run_dir: Path) -> list[dict]:
     if not p.exists():
         return []
     return [r for r in (_parse(ln) for ln in p.read_text(errors="replace").splitlines() if ln.strip()) if r is not None]
+
+
+class NullLogger:
+    """Ranks other than 0 log nothing."""
+    tb = None
+
+    def log(self, *a, **k): pass
+    def advance(self, *a, **k): pass
+    def write(self, *a, **k): pass
+    def close(self): pass

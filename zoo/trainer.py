@@ -14,21 +14,22 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from zoo import ops
+from zoo.batches import (DataStream, PolicyScorer, Scored, cat_batches, entropy_metrics, mean_dicts,
+                         quadrant_metrics, rank_share, slice_ctx, split_groups)
 from zoo.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
-from zoo.config import Config, ConfigError, save_config
+from zoo.config import Config, ConfigError, config_diff, save_config
 from zoo.data import get_task
+from zoo.distributed import DistReducer, make_accelerator
 from zoo.evaluate import evaluate
-from zoo.logging import MetricsLogger
+from zoo.logging import MetricsLogger, NullLogger
 from zoo.model import load_policy, save_policy
 from zoo.objectives import build_strategies, get_base, overlong_penalty
 from zoo.pretrain import ensure_base_model
-from zoo.distributed import DistReducer, make_accelerator
 from zoo.rollout import HFEngine, response_logp_entropy
 from zoo.strategy import Reducer, TokenContext
 from zoo.types import RolloutBatch
@@ -42,47 +43,6 @@ def set_threads(n: int) -> None:
 
 class NonFiniteError(RuntimeError):
     pass
-
-
-@dataclass
-class Scored:
-    """A rollout batch with everything the optimizer steps need, (B, T) unless noted."""
-    batch: RolloutBatch
-    rewards: torch.Tensor        # (B,) final reward (correctness + shaping)
-    correct: torch.Tensor        # (B,) correctness reward
-    advantages: torch.Tensor     # (B, T) base advantages broadcast over valid tokens
-    old_logp: torch.Tensor
-    entropy: torch.Tensor
-    ref_logp: torch.Tensor | None
-
-
-class DataStream:
-    """Deterministic, resumable stream of training problems (reshuffled every pass)."""
-
-    def __init__(self, problems, seed: int):
-        self.problems, self.seed, self.epoch, self.pos = problems, seed, 0, 0
-        self._order = self._perm()
-
-    def _perm(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(len(self.problems), generator=g).tolist()
-
-    def take(self, n: int):
-        out = []
-        while len(out) < n:
-            if self.pos >= len(self._order):
-                self.epoch, self.pos = self.epoch + 1, 0
-                self._order = self._perm()
-            out.append(self.problems[self._order[self.pos]])
-            self.pos += 1
-        return out
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos}
-
-    def load_state_dict(self, st: dict) -> None:
-        self.epoch, self.pos = st["epoch"], st["pos"]
-        self._order = self._perm()
 
 
 class Trainer:
@@ -152,7 +112,7 @@ class Trainer:
     def train(self) -> dict:
         cfg = self.cfg
         self.logger = (MetricsLogger(self.out, cfg.train.steps, self.step_idx, cfg.log.tensorboard, cfg.log.progress)
-                       if self.is_main else _NullLogger())
+                       if self.is_main else NullLogger())
         last_eval = {}
         try:
             if self.step_idx == 0 and cfg.eval.at_start:
@@ -228,10 +188,10 @@ class Trainer:
         Every rank draws the same prompts and samples its contiguous share of them (whole groups);
         the loop's decisions use global counts, so all ranks take the same number of rounds.
         """
-        cfg, r, a, red = self.cfg, self.cfg.rollout, self.cfg.algorithm, self.reduce
-        t0, kept, dropped, rounds, m = time.perf_counter(), [], 0, 0, {}
+        r, a, red = self.cfg.rollout, self.cfg.algorithm, self.reduce
+        t0, kept, rounds, m = time.perf_counter(), [], 0, {}
         reward_s, rounds_seen, sums = 0.0, [], torch.zeros(7, dtype=torch.float64)
-        lo, hi = _share(r.prompts_per_step, self.rank, self.world)
+        lo, hi = rank_share(r.prompts_per_step, self.rank, self.world)
         self.engine.sync_weights(self.model)          # the engine samples from the current policy
         while True:
             problems = self.data.take(r.prompts_per_step)[lo:hi]
@@ -261,7 +221,7 @@ class Trainer:
             if not a.dynamic_sampling or n_groups >= r.prompts_per_step or rounds > a.max_resample_rounds:
                 break
         # strategies see every sample of the step once (e.g. h_fork: auto = p80 of this step's rollouts)
-        seen = _cat_batches(rounds_seen, self.tok.pad_token_id)
+        seen = cat_batches(rounds_seen, self.tok.pad_token_id)
         for s in self.strategies:
             s.on_rollout(seen)
         n_samples, n_tokens, n_correct, n_trunc, dropped, r_errors, r_timeouts = red.sum(sums).tolist()
@@ -285,7 +245,7 @@ class Trainer:
         take = [(k[0].select(range(q * r.group_size)), k[1][:q * r.group_size], k[2][:q * r.group_size])
                 for k, q in zip(kept, quota[self.rank].tolist())]
         take = [k for k in take if len(k[1])] or take[:1]        # (an empty share keeps one empty part)
-        batch = _cat_batches([k[0] for k in take], self.tok.pad_token_id)
+        batch = cat_batches([k[0] for k in take], self.tok.pad_token_id)
         rewards, correct = torch.cat([k[1] for k in take]), torch.cat([k[2] for k in take])
         keep = len(rewards)
         tot = red.sum(torch.tensor([float(rewards.sum()), float(keep)], dtype=torch.float64)).tolist()
@@ -359,11 +319,11 @@ class Trainer:
             if epoch > 0:                                 # the same shuffle on every rank, resumable
                 g = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + self.step_idx * 1_009 + epoch)
                 order = torch.randperm(n_groups, generator=g).tolist()
-            for chunk in _split(order, cfg.train.minibatches):       # minibatches of global groups
+            for chunk in split_groups(order, cfg.train.minibatches):       # minibatches of global groups
                 idx = [(k - g0) * G + j for k in chunk if g0 <= k < g0 + n_mine for j in range(G)]
                 step_logs.append(self.optimizer_step(sc, idx, first))
                 first = False
-        m.update(_mean_dicts([d for d in step_logs if d]))
+        m.update(mean_dicts([d for d in step_logs if d]))
         m["perf/train_seconds"] = time.perf_counter() - t_train
         return m
 
@@ -432,7 +392,7 @@ class Trainer:
                 if rows_nz is not None and not bool(rows_nz.any()):  # loss is 0, and DDP wants every parameter used)
                     rows_nz = None
                 logp, ent = self._train_forward(b, [idx[i] for i in sel.tolist()], rows_nz)
-                mctx = _slice_ctx(ctx, sel, logp, ent)
+                mctx = slice_ctx(ctx, sel, logp, ent)
                 loss, loss_mat = self._micro_batch_loss(mctx, weights[sel], denom)
                 (loss * self.world).backward()           # DDP averages over ranks: the step loss is their sum
             with torch.no_grad():
@@ -570,49 +530,6 @@ class Trainer:
 
 
 # ----------------------------------------------------------------------------------------------
-def config_diff(old: dict, new: dict, ignore=(), prefix: str = "") -> list[tuple[str, object, object]]:
-    """Differing dotted keys between two resolved configs. A config saved before a key existed
-    is first completed with today's defaults, so adding a config key never breaks a resume."""
-    if not prefix:
-        old = _with_defaults(old)
-    out = []
-    for k in sorted(set(old) | set(new)):
-        path = f"{prefix}{k}"
-        if any(path == i or path.startswith(i + ".") for i in ignore):
-            continue
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_diff(a, b, ignore, path + ".")
-        elif a != b:
-            out.append((path, a, b))
-    return out
-
-
-def _with_defaults(d: dict) -> dict:
-    from zoo.config import config_from_dict
-
-    try:
-        return config_from_dict(d).to_dict()
-    except (ConfigError, KeyError, ValueError):
-        return d
-
-
-def entropy_metrics(entropy: torch.Tensor, mask: torch.Tensor, reduce: Reducer | None = None) -> dict:
-    v = (reduce or Reducer()).masked_values(entropy, mask.bool())         # all ranks' valid tokens
-    if v.numel() == 0:
-        return {}
-    return {"entropy/mean": float(v.mean()), "entropy/p50": float(ops.quantile_kth(v, 0.5)),
-            "entropy/p80": float(ops.quantile_kth(v, 0.8)), "entropy/p95": float(ops.quantile_kth(v, 0.95)),
-            "entropy/share_below_0.01": float((v < 0.01).float().mean())}
-
-
-def quadrant_metrics(adv, entropy, mask, group_ids, reduce: Reducer | None = None) -> dict:
-    q = ops.quadrant_ids(adv, entropy, mask, group_ids)                    # groups are whole on each rank
-    counts = torch.stack([(q == i).sum() for i in range(len(ops.QUADRANTS))] + [mask.sum()]).double()
-    *c, n = (reduce or Reducer()).sum(counts).tolist()
-    return {f"quadrant/{name}_share": c[i] / max(n, 1.0) for i, name in enumerate(ops.QUADRANTS)}
-
-
 def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     if warmup and step < warmup:
         return (step + 1) / warmup
@@ -622,69 +539,3 @@ def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 1.0
 
 
-def _split(items: list, n: int) -> list[list]:
-    """n consecutive near-equal parts (some empty when len(items) < n: ranks keep the same count)."""
-    k, r = divmod(len(items), n)
-    out, s = [], 0
-    for i in range(n):
-        e = s + k + (1 if i < r else 0)
-        out.append(items[s:e])
-        s = e
-    return out
-
-
-def _share(n: int, rank: int, world: int) -> tuple[int, int]:
-    """[lo, hi) of n items held by `rank`: consecutive, near-equal, rank 0 first."""
-    k, r = divmod(n, world)
-    lo = rank * k + min(rank, r)
-    return lo, lo + k + (1 if rank < r else 0)
-
-
-class PolicyScorer(torch.nn.Module):
-    """The training forward as one module (what DDP wraps): response log-probs and entropy."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, prompt_ids, prompt_mask, response_ids, response_mask, temperatures, base_temperature: float,
-                chunk_size: int = 0, entropy_grad: bool = False, grad_rows: torch.Tensor | None = None):
-        return response_logp_entropy(self.model, prompt_ids, prompt_mask, response_ids, response_mask, temperatures,
-                                     base_temperature, chunk_size, entropy_grad=entropy_grad, grad_rows=grad_rows)
-
-
-class _NullLogger:
-    """Ranks other than 0 log nothing."""
-    tb = None
-
-    def log(self, *a, **k): pass
-    def advance(self, *a, **k): pass
-    def write(self, *a, **k): pass
-    def close(self): pass
-
-
-def _mean_dicts(ds: list[dict]) -> dict:
-    keys = {k for d in ds for k in d}
-    return {k: sum(d[k] for d in ds if k in d) / sum(1 for d in ds if k in d) for k in keys}
-
-
-def _slice_ctx(ctx: TokenContext, sel: torch.Tensor, logp, ent) -> TokenContext:
-    from dataclasses import replace
-
-    pick = lambda x: None if x is None else x[sel]  # noqa: E731
-    return replace(ctx, logp=logp, old_logp=pick(ctx.old_logp), entropy=ent, mask=pick(ctx.mask),
-                   advantages=pick(ctx.advantages), group_ids=pick(ctx.group_ids), rewards=pick(ctx.rewards),
-                   temperatures=pick(ctx.temperatures), ref_logp=pick(ctx.ref_logp),
-                   micro_batch_ids=pick(ctx.micro_batch_ids))
-
-
-def _cat_batches(bs: list[RolloutBatch], pad: int) -> RolloutBatch:
-    if len(bs) == 1:
-        return bs[0]
-    from zoo.rollout import _pad_cat
-
-    f = lambda name, v, left=False: _pad_cat([getattr(b, name) for b in bs], v, left)  # noqa: E731
-    return RolloutBatch(f("prompt_ids", pad, True), f("prompt_mask", False, True), f("response_ids", pad),
-                        f("response_mask", False), f("logp", 0.0), f("temperatures", 1.0), f("entropy", 0.0),
-                        torch.cat([b.truncated for b in bs]), torch.cat([b.group_ids for b in bs]),
-                        sum((b.texts for b in bs), []), sum((b.problems for b in bs), []))
