@@ -92,6 +92,9 @@ for name in ("accelerate", "peft", "triton", "trl"):
 print("zoo imports without datasets: OK")
 EOF
 
+# 1b. correctness of the fused op on the accelerator path (its own tiling, bf16 matmuls) vs full logits
+part ops_correct 60 "$PY" benchmarks/gpu_ops_correct.py "$DEVICE"
+
 DT=bf16
 # 2. the op benchmark (fused log-prob/entropy kernels), written by the ops owner
 if [ -f benchmarks/bench_ops.py ]; then

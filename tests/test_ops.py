@@ -29,7 +29,7 @@ def test_logprobs_and_entropy_match_dense_with_grad(chunk):
     w = torch.randn(V, D, generator=g, requires_grad=True)
     y = torch.randint(0, V, (N,), generator=g)
     temps = torch.tensor([1.0, 0.7, 1.2, 1.0, 1.5, 0.8, 1.0])
-    lp, ent = ops.logprobs_and_entropy(h, w, y, temps, chunk_size=chunk, entropy_temperature=1.0)
+    lp, ent = ops.logprobs_and_entropy(h, w, y, temps, chunk_size=chunk, entropy_temperature=1.0, entropy_grad=True)
     logits = h @ w.T
     ref_lp = torch.log_softmax(logits / temps[:, None], -1).gather(-1, y[:, None]).squeeze(-1)
     ref_ent = ops.entropy_from_logits(logits)

@@ -96,8 +96,8 @@ def test_entropy_grad_flag(path):
     assert h.grad is not None and w.grad is not None
     _, ent = ops.logprobs_and_entropy(h, w, y, entropy_grad=True, **PATHS[path])
     assert ent.requires_grad
-    _, ent = ops.logprobs_and_entropy(h, w, y, **PATHS[path])     # default: differentiable (back-compat)
-    assert ent.requires_grad
+    _, ent = ops.logprobs_and_entropy(h, w, y, **PATHS[path])     # default: no entropy gradient unless asked
+    assert not ent.requires_grad
     with torch.no_grad():
         lp2, ent2 = ops.logprobs_and_entropy(h, w, y, entropy_grad=True, **PATHS[path])
     assert not lp2.requires_grad and not ent2.requires_grad
@@ -120,7 +120,8 @@ def test_tied_embeddings_total_gradient(path):
         hidden = torch.tanh(emb(ids[:, :-1]) @ A).reshape(B * T, D)
         y = ids[:, 1:].reshape(-1)
         if use_op:
-            lp, ent = ops.logprobs_and_entropy(hidden, emb.weight, y, temps, entropy_temperature=1.0, **PATHS[path])
+            lp, ent = ops.logprobs_and_entropy(hidden, emb.weight, y, temps, entropy_temperature=1.0, entropy_grad=True,
+                                               **PATHS[path])
         else:
             lp, ent = naive(hidden, emb.weight, None, y, temps, 1.0)
         return lp.sum() - 0.1 * ent.sum()
@@ -135,7 +136,7 @@ def test_tied_embeddings_total_gradient(path):
 def test_bf16_inputs(path):
     h, w, b, y, g = make(dtype=torch.bfloat16, bias=True)
     t = torch.rand(h.shape[0], generator=g) + 0.5
-    lp, ent = ops.logprobs_and_entropy(h, w, y, t, bias=b, entropy_temperature=1.0, **PATHS[path])
+    lp, ent = ops.logprobs_and_entropy(h, w, y, t, bias=b, entropy_temperature=1.0, entropy_grad=True, **PATHS[path])
     # reference on the same bf16 values in fp32 (the op computes every tile in fp32)
     hf, wf, bf = (x.detach().float().requires_grad_() for x in (h, w, b))
     ref_lp, ref_ent = naive(hf, wf, bf, y, t, 1.0)

@@ -236,17 +236,19 @@ def test_old_logp_from_rollout_matches_rescoring(tiny_model_dir, tmp_path):
     assert_close(b.entropy, a.entropy, atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("strategies,sparse", [
-    ([{"name": "top_entropy", "rho": 0.2}], True),                                 # 1 token in 5 carries gradient
-    ([{"name": "top_entropy", "rho": 0.2}, {"name": "entropy_reg", "coef": 0.01}], False),  # H gradient everywhere
+@pytest.mark.parametrize("strategies,extra,sparse", [
+    ([{"name": "top_entropy", "rho": 0.2}], {}, True),                             # 1 token in 5 carries gradient
+    ([{"name": "top_entropy", "rho": 0.2}, {"name": "entropy_reg", "coef": 0.01}], {}, False),  # H gradient everywhere
+    ([{"name": "top_entropy", "rho": 0.2}], {"kl_coef": 0.05}, False),             # reference KL on every token
+    ([{"name": "archer"}], {}, False),                                              # Archer's per-token KL
 ])
-def test_sparse_backward_equals_dense(tiny_model_dir, tmp_path, strategies, sparse):
+def test_sparse_backward_equals_dense(tiny_model_dir, tmp_path, strategies, extra, sparse):
     """The sparse LM-head backward gives the dense gradient; it steps aside when another term needs
     gradients at zero-weight tokens (here entropy regularisation)."""
     grads, used = [], []
     for on in (True, False):
         t = _trainer(tmp_path, f"sp{on}", model_dir=tiny_model_dir, reward={"name": "_test_parity"},
-                     algorithm={"base": "dapo", "dynamic_sampling": False, "strategies": strategies},
+                     algorithm={"base": "dapo", "dynamic_sampling": False, "strategies": strategies, **extra},
                      train={"steps": 1, "lr": 1e-3, "threads": 1, "micro_batch_size": 8, "sparse_backward": on},
                      model={"name_or_path": str(tiny_model_dir), "chunk_size": 16})   # the fused, tiled op
         sc, _ = t.rollout()

@@ -347,7 +347,7 @@ def logprobs_and_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
                          temperature: float | torch.Tensor = 1.0, chunk_size: int | None = None,
                          *, bias: torch.Tensor | None = None,
                          entropy_temperature: float | torch.Tensor | None = None,
-                         entropy_grad: bool | None = None, grad_rows: torch.Tensor | None = None,
+                         entropy_grad: bool = False, grad_rows: torch.Tensor | None = None,
                          vocab_chunk_size: int | None = None):
     """Log-prob of `targets` and full-vocabulary entropy from final hidden states, without the (N, V) logits.
 
@@ -364,9 +364,8 @@ def logprobs_and_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     (<= DIRECT_MAX_ELEMS, when no chunk size is forced) use plain autograd on the full logits; both
     paths give the same values and gradients.
 
-    entropy_grad: True -> entropy is differentiable (dH/dz = -p (log p + H) / T_e); False -> entropy
-      is returned detached (requires_grad False). None (default) behaves as True, for the existing
-      callers that differentiate it; an entropy that never reaches the loss costs nothing in backward.
+    entropy_grad: True -> entropy is differentiable (dH/dz = -p (log p + H) / T_e); False (default) ->
+      entropy is returned detached (requires_grad False): only entropy regularisation needs its gradient.
     grad_rows: bool (N,) or None. When given, logp carries gradient only for the rows where it is True
       (its values are exact for every row): the other rows contribute exactly zero gradient and the
       LM-head backward (recompute + gradient matmuls) runs only over the selected rows, so its cost
@@ -378,7 +377,7 @@ def logprobs_and_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     N = hidden.shape[0]
     V = weight.shape[0]
     dev = hidden.device
-    ent_diff = True if entropy_grad is None else bool(entropy_grad)
+    ent_diff = bool(entropy_grad)
     t = _row_temps(temperature, N, dev)
     te = t if entropy_temperature is None else _row_temps(entropy_temperature, N, dev)
     same_t = te is t or bool(torch.equal(te, t))

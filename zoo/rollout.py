@@ -68,10 +68,12 @@ def sample_from_logp(logp: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Inverse-CDF sampling: one token per row of log-probs (W, V) from uniforms u (W,) in [0, 1).
 
     The uniforms come from the caller's (CPU) generator, so a run is reproducible on any device
-    while only W numbers cross to the device; a token of probability 0 is never returned.
+    while only W numbers cross to the device; a token of probability 0 is never returned. Float64
+    uniforms and CDF: in fp32 both sit on a ~6e-8 grid, so at a 152k vocabulary thousands of rare
+    tokens could never be drawn (a ~1e-3 total-variation gap from the recorded log-probs).
     """
-    probs = logp.exp()
-    cdf = probs.cumsum(-1)                                                      # (W, V)
+    probs = logp.double().exp()
+    cdf = probs.cumsum(-1)                                                      # (W, V) float64
     total = cdf[:, -1:]
     x = torch.minimum(u.to(cdf.dtype)[:, None] * total, torch.nextafter(total, torch.zeros_like(total)))
     tok = torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp_(max=logp.shape[-1] - 1)
@@ -262,7 +264,7 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     if N > 0 and B > 0:
         # one uniform per (row, step), drawn on the CPU generator up front: device-independent and
         # the generator advances by the same amount whatever the rows do
-        u = None if greedy else torch.rand((B, N), generator=generator).to(dev)
+        u = None if greedy else torch.rand((B, N), generator=generator, dtype=torch.float64).to(dev)
         unit_t = (not greedy and temperature_hook is None and base_t == 1.0 and not top_k and top_p >= 1.0)
         am = torch.ones(B, P + N, dtype=torch.long, device=dev)                 # (B, P+N), sliced per step
         am[:, :P] = pm
@@ -466,6 +468,9 @@ def _plain_dynamic_cache(cache) -> bool:
     return isinstance(layers, list) and bool(layers) and all(type(x) is DynamicLayer for x in layers)
 
 
+_UNSHAREABLE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # decoders whose cache cannot be shared
+
+
 def _prompt_shared_hidden(decoder, prompt_ids, prompt_mask, response_ids, response_mask, shared):
     """Final hidden states (B, T, D) that predict the response tokens, running each distinct prompt
     once: its KV cache (with grad) is expanded to the rows that share it, then the responses run
@@ -473,11 +478,14 @@ def _prompt_shared_hidden(decoder, prompt_ids, prompt_mask, response_ids, respon
     prompt's forward and backward done once per group instead of once per sample. None if the
     model's cache cannot be shared this way."""
     first, inv = shared
+    if _UNSHAREABLE.get(decoder):                                              # learned on an earlier call
+        return None
     pm = prompt_mask[first].long()
     out = decoder(input_ids=prompt_ids[first], attention_mask=pm, position_ids=(pm.cumsum(-1) - 1).clamp(min=0),
                   use_cache=True)
     cache = _get_cache(out)
     if not _plain_dynamic_cache(cache):
+        _UNSHAREABLE[decoder] = True       # e.g. sliding-window / hybrid caches: never pay this forward twice
         return None
     h_last = out.last_hidden_state[:, -1][inv]                                 # (B, D) predicts response token 0
     T = response_ids.shape[1]
@@ -493,7 +501,7 @@ def _prompt_shared_hidden(decoder, prompt_ids, prompt_mask, response_ids, respon
 
 def response_logp_entropy(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
                           response_mask: torch.Tensor, temperatures: torch.Tensor, base_temperature: float,
-                          chunk_size: int = 0, share_prompts: bool = True, *, entropy_grad: bool | None = None,
+                          chunk_size: int = 0, share_prompts: bool = True, *, entropy_grad: bool = False,
                           grad_rows: torch.Tensor | None = None):
     """logp (B, T) at each token's sampling temperature and entropy (B, T) at the base temperature.
 

@@ -372,7 +372,8 @@ class Trainer:
         denom["n_valid"], denom["n_seqs"], denom["sum_weights"] = red.sum(torch.tensor(
             [denom["n_valid"], denom["n_seqs"], denom["sum_weights"]], dtype=torch.float64)).tolist()
         m["train/weight_share"] = denom["sum_weights"] / max(denom["n_valid"], 1.0)
-        nonzero = (weights != 0) & mask                  # (B, T) tokens whose log-prob gradient can be non-zero
+        # (B, T) tokens whose log-prob gradient can be non-zero under the clipped surrogate (w ≠ 0, A ≠ 0)
+        nonzero = (weights != 0) & (ctx.advantages != 0) & mask
         n_nonzero = float(red.sum(nonzero.sum()))
         sparse = self._sparse_backward_applies() and n_nonzero < 0.75 * nv
         m["train/sparse_backward"] = float(sparse)
