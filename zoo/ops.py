@@ -57,6 +57,12 @@ _LOG2E = 1.0 / math.log(2.0)
 _LN2 = math.log(2.0)
 
 
+def _compute_dtype(hidden, weight) -> torch.dtype:
+    """The LM-head matmul dtype: on CPU a bf16/fp16 matmul is several times slower than fp32 (no
+    AMX/AVX512-BF16 here), so upcast; on an accelerator keep the inputs' low-precision matmul."""
+    return torch.float32 if hidden.device.type == "cpu" else torch.promote_types(hidden.dtype, weight.dtype)
+
+
 class _Plan:
     """How one call computes its logits tiles. Tiles are in base-2 units, z2 = logits · log2(e) / T
     (exp2 is about twice as fast as exp on CPU), and always fp32."""
@@ -64,9 +70,7 @@ class _Plan:
     def __init__(self, hidden, weight, bias, rows: int, vcols: int):
         self.V = weight.shape[0]
         self.rows, self.vcols = rows, vcols
-        # on CPU a bf16/fp16 matmul is several times slower than fp32 (no AMX/AVX512-BF16 here): upcast
-        # the tiles; on an accelerator keep the low-precision matmul and upcast its output
-        self.cdt = torch.float32 if hidden.device.type == "cpu" else torch.promote_types(hidden.dtype, weight.dtype)
+        self.cdt = _compute_dtype(hidden, weight)
         self.f32 = self.cdt == torch.float32
         self.bias = bias
         self.buffers = hidden.device.type == "cpu"        # reuse tile buffers (CPU: no caching allocator)
@@ -95,6 +99,18 @@ class _Plan:
 
     def scratch(self, n: int, dev):
         return torch.empty(n, device=dev) if self.buffers else None
+
+    def row_chunks(self, h, scale):
+        """(r0, r1, scale of the rows, rows in compute dtype, folded) for each chunk of `rows` rows."""
+        for r0 in range(0, h.shape[0], self.rows):
+            r1 = min(r0 + self.rows, h.shape[0])
+            sc = scale[r0:r1]
+            yield (r0, r1, sc, *self.rows_in(h[r0:r1], sc))
+
+
+def _target_in_tile(y, v0: int, v1: int):
+    """(inside (r,) bool: target in vocab tile [v0, v1), its column (r, 1), clamped when outside)."""
+    return (y >= v0) & (y < v1), (y - v0).clamp(0, v1 - v0 - 1).unsqueeze(1)
 
 
 def _view(buf, r: int, c: int):
@@ -138,19 +154,16 @@ def _fused_forward(plan: _Plan, hidden, weight, targets, scale, ratio_e):
     n_buf = min(R, N) * min(C, V)
     buf, ebuf = plan.scratch(n_buf, dev), plan.scratch(n_buf, dev)
     e2buf = plan.scratch(n_buf, dev) if ratio_e is not None else None
-    for r0 in range(0, N, R):
-        r1 = min(r0 + R, N)
+    for r0, r1, sc, hs, folded in plan.row_chunks(hidden, scale):
         rb = r1 - r0
-        sc = scale[r0:r1]
-        hs, folded = plan.rows_in(hidden[r0:r1], sc)
         y = targets[r0:r1]
         st, st_e = [None, None, None], [None, None, None]
         zy = torch.zeros(rb, device=dev)
         for v0 in range(0, V, C):
             v1 = min(v0 + C, V)
             z = plan.logits(hs, plan.w(weight, v0, v1), v0, v1, sc, folded, out=_view(buf, rb, v1 - v0))
-            inside = (y >= v0) & (y < v1)
-            g = z.gather(1, (y - v0).clamp(0, v1 - v0 - 1).unsqueeze(1)).squeeze(1)
+            inside, col = _target_in_tile(y, v0, v1)
+            g = z.gather(1, col).squeeze(1)
             zy = torch.where(inside, g, zy)
             if ratio_e is not None:
                 ze = torch.mul(z, ratio_e[r0:r1].unsqueeze(1), out=_view(e2buf, rb, v1 - v0))
@@ -199,11 +212,8 @@ def _fused_backward(plan: _Plan, h, weight, y, scale, ratio_e, inv_t, inv_te, ls
     n_buf = min(R, n) * min(C, V)
     buf = plan.scratch(n_buf, dev)
     pbuf = plan.scratch(n_buf, dev) if g_H is not None else None
-    for r0 in range(0, n, R):
-        r1 = min(r0 + R, n)
+    for r0, r1, sc, hs, folded in plan.row_chunks(h, scale):
         rb = r1 - r0
-        sc = scale[r0:r1]
-        hs, folded = plan.rows_in(h[r0:r1], sc)
         h_raw = h[r0:r1].to(plan.cdt)
         yb = y[r0:r1]
         l2 = lse2[r0:r1].unsqueeze(1)
@@ -218,8 +228,7 @@ def _fused_backward(plan: _Plan, h, weight, y, scale, ratio_e, inv_t, inv_te, ls
             v1 = min(v0 + C, V)
             out = _view(buf, rb, v1 - v0)
             wc = plan.w(weight, v0, v1)
-            inside = (yb >= v0) & (yb < v1)
-            idx = (yb - v0).clamp(0, v1 - v0 - 1).unsqueeze(1)
+            inside, idx = _target_in_tile(yb, v0, v1)
             if g_H is None:
                 if folded and out is not None:
                     z = torch.addmm(-l2, hs, wc.t(), out=out)                         # log2 p_T
@@ -326,8 +335,7 @@ class _FusedLogpEntropy(torch.autograd.Function):
 
 def _direct_logp_entropy(hidden, weight, bias, targets, t, te, same_t, ent_diff, grad_rows):
     """Plain autograd on the full (N, V) logits: the fast path for small N x V."""
-    # fp32 matmul on CPU (as the fused op); the inputs' common dtype elsewhere
-    cdt = torch.float32 if hidden.device.type == "cpu" else torch.promote_types(hidden.dtype, weight.dtype)
+    cdt = _compute_dtype(hidden, weight)
     logits = F.linear(hidden.to(cdt), weight.to(cdt), None if bias is None else bias.to(cdt)).float()   # (N, V)
     z = logits / t.unsqueeze(1)
     lse = torch.logsumexp(z, -1)
