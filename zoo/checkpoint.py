@@ -134,6 +134,19 @@ def verify_checkpoint(path: Path) -> dict:
     return marker
 
 
+def load_state(path: Path, mmap: bool = False) -> dict:
+    """The training state in checkpoint dir `path` (on CPU); CorruptCheckpoint if it cannot be read.
+    mmap=True maps the file instead of reading it (ranks other than 0 of a multi-process resume)."""
+    f = Path(path) / "state.pt"
+    try:
+        state = torch.load(f, map_location="cpu", weights_only=False, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CorruptCheckpoint(f"{f} cannot be loaded ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or "step" not in state:
+        raise CorruptCheckpoint(f"{f} holds no training state")
+    return state
+
+
 def load_latest(run_dir: Path, warn=print) -> tuple[Path, dict] | None:
     """(path, state) of the newest checkpoint that verifies; each bad one is reported through `warn`
     and skipped. None when there is no checkpoint at all; NoUsableCheckpoint when none verifies."""
@@ -148,13 +161,7 @@ def load_latest(run_dir: Path, warn=print) -> tuple[Path, dict] | None:
     for path in reversed(list_checkpoints(run_dir)):
         try:
             verify_checkpoint(path)
-            try:
-                state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-            except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-                raise CorruptCheckpoint(f"{path / 'state.pt'} cannot be loaded ({type(e).__name__}: {e})") from e
-            if not isinstance(state, dict) or "step" not in state:
-                raise CorruptCheckpoint(f"{path / 'state.pt'} holds no training state")
-            return path, state
+            return path, load_state(path)
         except (CorruptCheckpoint, OSError) as e:
             warn(f"[zoo] skipping checkpoint {path.name}: {e}; trying the previous one")
             bad.append(str(e))

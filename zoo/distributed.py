@@ -10,6 +10,7 @@ none: that is what keeps a rank with no valid tokens from hanging the others.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -27,9 +28,6 @@ def make_accelerator(device: str = "auto"):
     if world_size_from_env() <= 1:
         return None
     from accelerate import Accelerator
-
-    from datetime import timedelta
-
     from accelerate.utils import InitProcessGroupKwargs
 
     mp = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")

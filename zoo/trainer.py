@@ -21,7 +21,7 @@ import torch
 from zoo import ops
 from zoo.batches import (DataStream, PolicyScorer, Scored, cat_batches, entropy_metrics, mean_dicts,
                          quadrant_metrics, rank_share, slice_ctx, split_groups)
-from zoo.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from zoo.checkpoint import load_latest, load_state, rng_state, save_checkpoint, set_rng_state
 from zoo.config import Config, ConfigError, config_diff, save_config
 from zoo.data import get_task
 from zoo.distributed import DistReducer, make_accelerator
@@ -85,8 +85,8 @@ class Trainer:
         for s in self.strategies:
             s.reduce = self.reduce
         # the training forward goes through one module, so DDP (accelerate.prepare) sees every call
-        self.scorer = PolicyScorer(self.model)
-        self.train_forward = self.acc.prepare(self.scorer) if self.acc else self.scorer
+        scorer = PolicyScorer(self.model)
+        self.train_forward = self.acc.prepare(scorer) if self.acc else scorer
         t = cfg.train
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
                                      weight_decay=t.weight_decay)
@@ -304,12 +304,12 @@ class Trainer:
         """All optimizer steps on one scored rollout batch (this rank's share of it)."""
         b, cfg, red = sc.batch, self.cfg, self.reduce
         mask = b.response_mask
-        m = entropy_metrics(sc.entropy, mask, red)
+        ents = red.masked_values(sc.entropy, mask)       # every rank's valid tokens, gathered once
+        m = entropy_metrics(ents)
         m.update(quadrant_metrics(sc.advantages, sc.entropy, mask, b.group_ids, red))
-        mis, nv = red.sum(torch.stack([((b.logp - sc.old_logp).abs() * mask).sum().double(),
-                                       mask.sum().double()])).tolist()
-        m["rollout/sampler_logp_mismatch"] = mis / max(nv, 1.0)
-        self._hist = {"entropy/tokens": red.masked_values(sc.entropy, mask)}
+        mis = float(red.sum(((b.logp - sc.old_logp).abs() * mask).sum().double()))
+        m["rollout/sampler_logp_mismatch"] = mis / max(ents.numel(), 1)
+        self._hist = {"entropy/tokens": ents}
         t_train, first, step_logs = time.perf_counter(), True, []
         G = cfg.rollout.group_size
         n_mine = len(b.texts) // G
@@ -507,8 +507,7 @@ class Trainer:
             raise err if err is not None else FileNotFoundError(picked[1])
         if picked[1] is None:
             raise FileNotFoundError(f"--resume: no usable checkpoint in {self.out}")
-        path, st = found if found else (Path(picked[1]), torch.load(Path(picked[1]) / "state.pt", map_location="cpu",
-                                                                     weights_only=False, mmap=True))
+        path, st = found if found else (Path(picked[1]), load_state(Path(picked[1]), mmap=True))
         diff = config_diff(st["config"], self.cfg.to_dict(), ignore=("train.steps", "eval", "log", "checkpoint"))
         if diff:
             raise ConfigError(f"--resume: {path} was written with a different config; differing keys: "
