@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from zoo import ops  # noqa: E402
+from zoo import fused, ops  # noqa: E402
 
 SEQ = 256                                   # tokens per sequence for TRL's (B, T, V) layout
 CLOCK = time.perf_counter                   # --clock cpu: time.process_time (use with --threads 1)
@@ -204,8 +204,8 @@ def main(argv=None):
     ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                     help="wall: perf_counter; cpu: process CPU time, robust to other processes on a shared "
                          "machine (meaningful with --threads 1)")
-    ap.add_argument("--rows", type=int, default=0, help="override ops.FUSED_ROWS (tuning)")
-    ap.add_argument("--tile-elems", type=int, default=0, help="override ops.FUSED_TILE_ELEMS (tuning)")
+    ap.add_argument("--rows", type=int, default=0, help="override zoo.fused.FUSED_ROWS (tuning)")
+    ap.add_argument("--tile-elems", type=int, default=0, help="override zoo.fused.FUSED_TILE_ELEMS (tuning)")
     ap.add_argument("--no-trl", action="store_true")
     args = ap.parse_args(argv)
     if args.threads:
@@ -213,9 +213,9 @@ def main(argv=None):
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.rows:
-        ops.FUSED_ROWS = args.rows
+        fused.FUSED_ROWS = args.rows         # read there by logprobs_and_entropy
     if args.tile_elems:
-        ops.FUSED_TILE_ELEMS = args.tile_elems
+        fused.FUSED_TILE_ELEMS = args.tile_elems
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     methods = ["ours", "naive"] + ([] if (args.no_trl or _TRL_SLS is None) else ["trl"])
@@ -240,8 +240,8 @@ def main(argv=None):
         cpu_name = torch.cuda.get_device_name(device)
     print(f"# bench_ops: torch {torch.__version__}, device {device} ({cpu_name}), {torch.get_num_threads()} threads, "
           f"dtype {args.dtype}, clock {args.clock}, reps {args.reps}; {TRL_NOTE}")
-    print(f"# ours at its defaults: FUSED_ROWS={ops.FUSED_ROWS}, FUSED_TILE_ELEMS={ops.FUSED_TILE_ELEMS}, "
-          f"FUSED_TILE_FRACTION={ops.FUSED_TILE_FRACTION}, DIRECT_MAX_ELEMS={ops.DIRECT_MAX_ELEMS}; "
+    print(f"# ours at its defaults: FUSED_ROWS={fused.FUSED_ROWS}, FUSED_TILE_ELEMS={fused.FUSED_TILE_ELEMS}, "
+          f"FUSED_TILE_FRACTION={fused.FUSED_TILE_FRACTION}, DIRECT_MAX_ELEMS={fused.DIRECT_MAX_ELEMS}; "
           f"load average {os.getloadavg()[0]:.1f}")
     has_trl = "trl" in methods
     hdr = ("| mode | D | V | N | ours ms | naive ms | trl ms | trl/ours time | naive/ours time "

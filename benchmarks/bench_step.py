@@ -458,8 +458,10 @@ def main(argv=None) -> dict:
             trl_note = f"trl/datasets not importable ({type(e).__name__}: {e})"
     if args.no_share_prompts:
         import zoo.rollout
+        import zoo.sampler
 
-        zoo.rollout._shared_prompts = lambda *a, **k: None
+        # looked up by the sampler's prefill (zoo.sampler) and by the training forward (zoo.rollout)
+        zoo.sampler._shared_prompts = zoo.rollout._shared_prompts = lambda *a, **k: None
     timers = Timers(device)
     with tempfile.TemporaryDirectory(prefix="bench_step_") as tmp:
         work = Path(tmp)

@@ -1,13 +1,14 @@
 """Accuracy and speed of rewards.math against math-verify, on the labelled corpus, in one run.
 
-    python benchmarks/bench_verifier.py            # corpus + MATH-500/GSM8K self-equivalence
-    python benchmarks/bench_verifier.py --no-real  # corpus only
+    python benchmarks/bench_verifier.py                      # the labelled corpus
+    python benchmarks/bench_verifier.py --data DIR           # + MATH-500/GSM8K self-equivalence
     python benchmarks/bench_verifier.py --box-answers  # also math-verify with bare answers boxed
 
 Prints, per category and overall, accuracy and throughput (cases/s) of both verifiers, the ratio of
 their throughputs measured in this run, our max per-call latency against the budget, and on the
-MATH-500 / GSM8K files in ../shared/data (when present) the rate at which each gold answer is
-judged equivalent to itself written inside \\boxed{}.
+MATH-500 / GSM8K test files in `--data DIR` (`math500_test.jsonl` in the HuggingFaceH4/MATH-500
+format, `gsm8k_test.jsonl` in openai/gsm8k's) the rate at which each gold answer is judged
+equivalent to itself written inside \\boxed{}.
 
 math-verify is used as its authors recommend: a bare gold is wrapped in \\boxed{} before parse(),
 then verify(parse(gold), parse(answer)). Without it installed (pip install math-verify, the
@@ -20,7 +21,6 @@ import json
 import os
 import sys
 import time
-from collections import defaultdict
 from typing import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +29,6 @@ sys.path.insert(0, ROOT)
 from rewards.math import clear_cache, is_equivalent, verify_batch, warmup  # noqa: E402
 
 CORPUS = os.path.join(ROOT, "tests", "data", "math_verifier_cases.jsonl")
-DATA = os.path.join(ROOT, "..", "shared", "data")
 
 
 def load_corpus(path: str = CORPUS) -> list[dict]:
@@ -37,14 +36,16 @@ def load_corpus(path: str = CORPUS) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def real_golds() -> dict[str, list[str]]:
-    """Gold answers of MATH-500 and GSM8K, or {} when ../shared/data is absent."""
+def real_golds(data: str | None) -> dict[str, list[str]]:
+    """Gold answers of MATH-500 and GSM8K from the files found in `data` ({} without it)."""
     out: dict[str, list[str]] = {}
-    p = os.path.join(DATA, "math500_test.jsonl")
+    if not data:
+        return out
+    p = os.path.join(data, "math500_test.jsonl")
     if os.path.exists(p):
         with open(p, encoding="utf-8") as f:
             out["MATH-500"] = [json.loads(line)["answer"] for line in f if line.strip()]
-    p = os.path.join(DATA, "gsm8k_test.jsonl")
+    p = os.path.join(data, "gsm8k_test.jsonl")
     if os.path.exists(p):
         with open(p, encoding="utf-8") as f:
             out["GSM8K"] = [json.loads(line)["answer"].split("#### ")[-1].strip() for line in f if line.strip()]
@@ -104,7 +105,7 @@ def report(cases: list[dict], name_results: dict[str, tuple[list[bool], list[flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--no-real", action="store_true", help="skip the MATH-500 / GSM8K self-equivalence check")
+    ap.add_argument("--data", help="folder with math500_test.jsonl / gsm8k_test.jsonl for the self-equivalence check")
     ap.add_argument("--box-answers", action="store_true",
                     help="also run math-verify with short bare answers wrapped in \\boxed{} (kinder to it)")
     ap.add_argument("--timeout", type=float, default=1.0, help="our per-call budget in seconds")
@@ -153,11 +154,9 @@ def main() -> None:
             t = sum(results["mv-boxed-ans"][1])
             print(f"mv-boxed-ans (bare answers also boxed): {len(cases) / t:.0f} cases/s; ratio ours / it {t / ours_t:.1f}x")
 
-    if args.no_real:
-        return
-    golds = real_golds()
+    golds = real_golds(args.data)
     if not golds:
-        print("\n../shared/data absent: MATH-500 / GSM8K self-equivalence skipped")
+        print("\nno --data folder with math500_test.jsonl / gsm8k_test.jsonl: self-equivalence skipped")
         return
     print("\nself-equivalence: is_equivalent('The answer is \\boxed{' + gold + '}', gold)")
     for name, gs in golds.items():

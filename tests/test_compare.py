@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,8 +227,8 @@ def test_common_base_false_keeps_preset_base_and_explicit_keys_win(tiny_model_di
 @pytest.mark.parametrize("name", ["smoke", "quickstart"])
 def test_shipped_compare_configs_plan(name, tmp_path):
     from zoo.compare import load_compare_raw, plan_compare
-    from zoo.config import REPO_ROOT
 
-    raw = load_compare_raw(REPO_ROOT / "configs" / "compare" / f"{name}.yaml")
+    repo_root = Path(__file__).resolve().parent.parent   # zoo.config no longer exports REPO_ROOT
+    raw = load_compare_raw(repo_root / "configs" / "compare" / f"{name}.yaml")
     plan = plan_compare(raw, tmp_path / name)
     assert len(plan.cells) == len(plan.methods) * len(plan.seeds) >= 3

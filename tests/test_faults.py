@@ -23,7 +23,8 @@ from rewards import SafeReward, get_reward, register_reward
 from zoo.checkpoint import NoUsableCheckpoint
 from zoo.config import ConfigError
 from zoo.strategy import Strategy, register_strategy
-from zoo.trainer import NonFiniteError, Trainer
+from zoo.trainer import Trainer
+from zoo.update import NonFiniteError
 
 QUIET = dict(log={"progress": False, "tensorboard": False})
 

@@ -127,10 +127,10 @@ def _gen(model, tok, compact, greedy=False, hook=None, seed=0, n=16, **kw):
 
 
 def _count_compactions(monkeypatch):
-    import zoo.rollout as R
+    import zoo.sampler as S         # `generate` lives there and looks `_select_rows` up in its module
     calls = []
-    real = R._select_rows
-    monkeypatch.setattr(R, "_select_rows", lambda cache, idx: (calls.append(len(idx)), real(cache, idx)))
+    real = S._select_rows
+    monkeypatch.setattr(S, "_select_rows", lambda cache, idx: (calls.append(len(idx)), real(cache, idx)))
     return calls
 
 
@@ -208,7 +208,7 @@ def test_sample_from_logp_distribution_and_zero_mass():
 
 
 def test_compile_falls_back_cleanly(tiny, monkeypatch):
-    import zoo.rollout as R
+    import zoo.sampler as S         # the compiled-step cache lives with `generate`
     model, tok = tiny
     ref = _gen(model, tok, compact=True, n=6)
 
@@ -219,7 +219,7 @@ def test_compile_falls_back_cleanly(tiny, monkeypatch):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    monkeypatch.setattr(R, "_COMPILED", R.weakref.WeakKeyDictionary())
+    monkeypatch.setattr(S, "_COMPILED", S.weakref.WeakKeyDictionary())
     with pytest.warns(RuntimeWarning, match="falling back to eager"):
         out = _gen(model, tok, compact=True, n=6, compile=True)
     for k in ref:
@@ -229,7 +229,7 @@ def test_compile_falls_back_cleanly(tiny, monkeypatch):
         raise RuntimeError("no compiler")
 
     monkeypatch.setattr(torch, "compile", no_compile)
-    monkeypatch.setattr(R, "_COMPILED", R.weakref.WeakKeyDictionary())
+    monkeypatch.setattr(S, "_COMPILED", S.weakref.WeakKeyDictionary())
     with pytest.warns(RuntimeWarning, match="torch.compile unavailable"):
         out = _gen(model, tok, compact=True, n=6, compile=True)
     assert torch.equal(ref["response_ids"], out["response_ids"])

@@ -334,6 +334,35 @@ def test_new_strategy_scaffold_runs_as_a_plugin(tmp_path, tiny_model_dir, capsys
     assert "scaffolded_w/weight_mean" in Trainer(cfg, tmp_path / "run", log=lambda *a: None).step()
 
 
+def test_new_strategy_writes_into_the_current_directory_never_the_package(tmp_path, monkeypatch):
+    import algorithms
+    from zoo.cli import main
+
+    pkg = Path(algorithms.__file__).resolve().parent
+    monkeypatch.chdir(tmp_path)
+    assert main(["new-strategy", "cwd_weights"]) == 0
+    assert (tmp_path / "cwd_weights.py").exists() and (tmp_path / "test_cwd_weights.py").exists()
+    assert not (pkg / "cwd_weights.py").exists()
+    assert str(tmp_path / "cwd_weights.py") in (tmp_path / "test_cwd_weights.py").read_text()  # a plugin path
+
+
+def test_new_strategy_in_another_checkout_goes_to_its_algorithms_dir(tmp_path, monkeypatch):
+    import algorithms
+    from zoo.cli import main
+
+    other = tmp_path / "other-checkout"
+    for d in ("algorithms", "zoo", "tests"):
+        (other / d).mkdir(parents=True)
+    (other / "algorithms" / "__init__.py").write_text("")
+    (other / "zoo" / "strategy.py").write_text("")
+    monkeypatch.chdir(other)
+    assert main(["new-strategy", "checkout_w"]) == 0
+    assert (other / "algorithms" / "checkout_w.py").exists() and (other / "tests" / "test_checkout_w.py").exists()
+    assert not (Path(algorithms.__file__).resolve().parent / "checkout_w.py").exists()
+    # not the package Python imports: the generated test loads it as a plugin by path
+    assert str(other / "algorithms" / "checkout_w.py") in (other / "tests" / "test_checkout_w.py").read_text()
+
+
 def test_readme_plugin_example_trains_from_outside_the_repo(tmp_path, tiny_model_dir):
     from zoo.cli import main
     from zoo.logging import read_metrics

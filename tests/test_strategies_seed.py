@@ -425,7 +425,7 @@ def test_composition_shapes_and_weights():
     assert f.token_temperature(H[:, 0], 1.0).shape == (8,)
 
 
-PRESET_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "presets"
+PRESET_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "zoo" / "presets"
 PRESETS = ["top20", "bottom80", "rho10", "rho50", "rho100", "entropy_adv", "eapo", "eapo_wo_phr", "eapo_wo_plr",
            "eapo_wo_nhr", "eapo_wo_nlr", "only_phr", "only_plr", "only_nhr", "only_nlr",
            "fork_t08", "fork_t10", "fork_t12", "fork_t15", "grpo", "dapo"]

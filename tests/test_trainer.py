@@ -10,7 +10,8 @@ from conftest import small_config
 from rewards import register_reward
 from zoo.config import ConfigError
 from zoo.objectives import overlong_penalty
-from zoo.trainer import NonFiniteError, Trainer
+from zoo.trainer import Trainer
+from zoo.update import NonFiniteError
 
 
 @register_reward("_test_parity")

@@ -86,7 +86,7 @@ def cmd_eval(args) -> int:
     from zoo.evaluate import evaluate
     from zoo.model import load_policy
     from zoo.objectives import build_strategies
-    from zoo.trainer import set_threads
+    from zoo.model import set_threads
 
     _load_everything()
     sets = list(args.set or [])

@@ -196,7 +196,7 @@ def render_html(samples: list[Sample], summary: dict, *, title: str = "zoo inspe
 def cmd_inspect(args) -> int:
     from zoo.config import ConfigError
     from zoo.model import load_policy
-    from zoo.trainer import set_threads
+    from zoo.model import set_threads
 
     if bool(args.prompt) == bool(args.task):
         raise ConfigError("zoo inspect: give either --prompt TEXT or --task NAME (with --n)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -42,6 +43,13 @@ def build_tiny_model(tokenizer, layers: int = 2, hidden: int = 128, heads: int =
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                       pad_token_id=tokenizer.pad_token_id)
     return LlamaForCausalLM(cfg)
+
+
+def set_threads(n: int) -> None:
+    """torch threads: n, or (n <= 0) 1 under CI and min(4, cores) otherwise."""
+    if n <= 0:
+        n = 1 if os.environ.get("CI") else max(1, min(4, os.cpu_count() or 1))
+    torch.set_num_threads(n)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

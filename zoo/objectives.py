@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from zoo import ops
-from zoo.config import AlgorithmConfig, ConfigError, RolloutConfig, build_dataclass
+from zoo.schema import AlgorithmConfig, ConfigError, RolloutConfig, build_dataclass
 from zoo.registry import BASES, STRATEGIES, UnknownNameError
 from zoo.strategy import Strategy
 

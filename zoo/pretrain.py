@@ -72,7 +72,7 @@ def pretrain(cfg: Config, out: str | Path, log=print) -> dict:
     from rewards import get_reward
     from zoo.data import get_task
     from zoo.evaluate import evaluate
-    from zoo.trainer import set_threads
+    from zoo.model import set_threads
 
     pc, out = cfg.pretrain, Path(out)
     set_threads(cfg.train.threads)

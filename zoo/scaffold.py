@@ -1,14 +1,17 @@
-"""`zoo new-strategy NAME`: write algorithms/NAME.py and tests/test_NAME.py from a template that runs.
+"""`zoo new-strategy NAME`: write a strategy file and its test from a template that runs.
 
-    zoo new-strategy my_weights                 # inside the repo: registered on import of `algorithms`
-    zoo new-strategy my_weights --dir ~/plugins # anywhere: name the file in the config's `plugins:` list
+    zoo new-strategy my_weights                 # ./my_weights.py + ./test_my_weights.py (a plugin)
+    zoo new-strategy my_weights --dir ~/plugins # the same, in another folder
+    cd entropy-zoo && zoo new-strategy my_w     # in a checkout: algorithms/my_w.py + tests/test_my_w.py
+
+Files go into the current directory (or `--dir`), never into the installed package. A plugin
+file is named in the config's `plugins:` list; inside a checkout of this project the strategy
+joins `algorithms/`, which registers every module in it on import.
 """
 from __future__ import annotations
 
 import keyword
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
 
 STRATEGY_TEMPLATE = '''"""{name}: one line on what it does (author et al. year, arXiv XXXX.XXXXX, Sec. N, Eq. M).
 
@@ -93,6 +96,12 @@ def test_registered_and_validates():
 '''
 
 
+def _is_checkout(d: Path) -> bool:
+    """A checkout of this project: strategies go to its algorithms/ and tests to its tests/."""
+    return (d / "algorithms" / "__init__.py").exists() and (d / "zoo" / "strategy.py").exists() \
+        and (d / "tests").is_dir()
+
+
 def camel(name: str) -> str:
     return "".join(p.capitalize() for p in name.split("_") if p) or "Strategy"
 
@@ -106,8 +115,13 @@ def new_strategy(name: str, directory: Path | None = None, test_dir: Path | None
 
     if name in STRATEGIES:
         raise ValueError(f"new-strategy: a strategy named '{name}' is already registered")
-    sdir = Path(directory) if directory else REPO / "algorithms"
-    tdir = Path(test_dir) if test_dir else (Path(directory) if directory else REPO / "tests")
+    here = Path.cwd()
+    if directory is None and _is_checkout(here):
+        sdir, tdir = here / "algorithms", here / "tests"
+    else:
+        sdir = Path(directory).expanduser() if directory is not None else here
+        tdir = sdir
+    tdir = Path(test_dir) if test_dir else tdir
     sfile, tfile = sdir / f"{name}.py", tdir / f"test_{name}.py"
     for f in (sfile, tfile):
         if f.exists():
@@ -115,22 +129,24 @@ def new_strategy(name: str, directory: Path | None = None, test_dir: Path | None
     sdir.mkdir(parents=True, exist_ok=True)
     tdir.mkdir(parents=True, exist_ok=True)
     sfile.write_text(STRATEGY_TEMPLATE.format(name=name, cls=camel(name)))
-    in_repo = sfile.resolve().parent == (REPO / "algorithms").resolve()
-    plugins = "[]" if in_repo else repr([str(sfile.resolve())])
+    # registered through `import algorithms` only when this is the package Python imports
+    in_package = sfile.resolve().parent == Path(algorithms.__file__).resolve().parent
+    plugins = "[]" if in_package else repr([str(sfile.resolve())])
     tfile.write_text(TEST_TEMPLATE.format(name=name, strategy_file=str(sfile.resolve()), plugins=plugins))
     return sfile, tfile
 
 
 def cmd_new_strategy(args) -> int:
     s, t = new_strategy(args.name, Path(args.dir) if args.dir else None)
-    print(f"wrote {s}\nwrote {t}\nnext: fill in the formula, run `pytest {t}`, add a preset under configs/presets/"
-          + (f"\noutside the repo: add `plugins: [{s}]` to your config" if args.dir else ""))
+    plugin = s.parent.name != "algorithms"
+    print(f"wrote {s}\nwrote {t}\nnext: fill in the formula, run `pytest {t}`"
+          + (f", and add `plugins: [{s}]` to your config" if plugin else ", and add a preset under zoo/presets/"))
     return 0
 
 
 def add_parser(subparsers) -> None:
     sp = subparsers.add_parser("new-strategy", help="write a new strategy file and its test from a template")
     sp.add_argument("name", help="strategy name (a Python identifier)")
-    sp.add_argument("--dir", help="write NAME.py and test_NAME.py here instead of algorithms/ and tests/ "
-                                   "(e.g. a plugin folder outside the repo)")
+    sp.add_argument("--dir", help="write NAME.py and test_NAME.py here (default: the current directory; "
+                                   "inside a checkout of this project: its algorithms/ and tests/)")
     sp.set_defaults(fn=cmd_new_strategy)

@@ -1,0 +1,69 @@
+"""Run state of the loop: what a checkpoint holds and how a run resumes from one.
+
+`RunState` is mixed into `zoo.trainer.Trainer`. Rank 0 picks (and verifies) the checkpoint,
+every rank loads that one; a checkpoint written with a different config or number of processes
+is refused, naming the differing keys.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from zoo.checkpoint import load_latest, load_state, rng_state, save_checkpoint, set_rng_state
+from zoo.config import ConfigError, config_diff
+
+
+class RunState:
+    """Mixin: `state_dict`, `save` and `_resume` for the trainer."""
+
+    def state_dict(self) -> dict:
+        """Everything a resume needs; the random states of every rank (a collective call)."""
+        ranks = self.reduce.gather_objects({"rng": rng_state(), "gen": self.gen.get_state()})
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                "rng": ranks[0]["rng"], "gen": ranks[0]["gen"], "ranks": ranks, "world": self.world,
+                "data": self.data.state_dict(),
+                "step": self.step_idx, "opt_steps": self.opt_steps, "bad_steps": self.bad_steps,
+                "budget": dict(self.budget), "strategies": [s.state_dict() for s in self.strategies],
+                "config": self.cfg.to_dict()}
+
+    def save(self) -> None:
+        import yaml
+
+        st = self.state_dict()
+        if self.is_main:
+            save_checkpoint(self.out, self.step_idx, st, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False),
+                            keep=self.cfg.checkpoint.keep)
+        self.reduce.barrier()
+
+    def _resume(self) -> None:
+        # rank 0 picks the checkpoint (verifying it) and every rank loads that one
+        found, err = None, None
+        if self.is_main:
+            try:
+                found = load_latest(self.out, warn=self.print)
+            except FileNotFoundError as e:
+                err = e
+        picked = self.reduce.broadcast_object(("error", str(err)) if err else ("path", found and str(found[0])))
+        if picked[0] == "error":
+            raise err if err is not None else FileNotFoundError(picked[1])
+        if picked[1] is None:
+            raise FileNotFoundError(f"--resume: no usable checkpoint in {self.out}")
+        path, st = found if found else (Path(picked[1]), load_state(Path(picked[1]), mmap=True))
+        diff = config_diff(st["config"], self.cfg.to_dict(), ignore=("train.steps", "eval", "log", "checkpoint"))
+        if diff:
+            raise ConfigError(f"--resume: {path} was written with a different config; differing keys: "
+                              + ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in diff))
+        if st.get("world", 1) != self.world:
+            raise ConfigError(f"--resume: {path} was written by {st.get('world', 1)} process(es), this launch has "
+                              f"{self.world}; resume with the same number (each rank's sampler state is saved)")
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.sched.load_state_dict(st["sched"])
+        mine = st["ranks"][self.rank] if "ranks" in st else {"rng": st["rng"], "gen": st["gen"]}
+        set_rng_state(mine["rng"])
+        self.gen.set_state(mine["gen"])
+        self.data.load_state_dict(st["data"])
+        self.step_idx, self.opt_steps, self.bad_steps = st["step"], st["opt_steps"], st["bad_steps"]
+        self.budget = dict(st["budget"])
+        for s, ss in zip(self.strategies, st["strategies"]):
+            s.load_state_dict(ss)
+        self.print(f"[zoo] resumed {self.out} from {path.name} (step {self.step_idx})")
