@@ -268,6 +268,106 @@ def test_all_checkpoints_corrupt_is_a_clear_error_and_nothing_changes(tiny_model
 
 
 # ----------------------------------------------------------------------------------------------
+# Checkpoints cannot run code: state.pt is loaded with torch.load(weights_only=True)
+# ----------------------------------------------------------------------------------------------
+class _Evil:
+    """Unpickling this calls open(path, "w"): it creates a file, the proof that code ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _rewrite_state(ckpt: Path, state) -> None:
+    """Replace ckpt/state.pt and give it a matching COMPLETE marker (what an attacker can do too)."""
+    import hashlib
+
+    torch.save(state, ckpt / "state.pt")
+    marker = json.loads((ckpt / "COMPLETE").read_text())
+    marker["sha256"] = hashlib.sha256((ckpt / "state.pt").read_bytes()).hexdigest()
+    (ckpt / "COMPLETE").write_text(json.dumps(marker))
+
+
+def test_malicious_state_pt_is_refused_without_running_its_code(tiny_model_dir, two_checkpoints, tmp_path, capsys):
+    from zoo.cli import main
+
+    pwned = tmp_path / "pwned"
+    # the payload works: an unsafe load of it creates the file
+    probe = tmp_path / "probe.pt"
+    torch.save({"step": 2, "x": _Evil(pwned)}, probe)
+    torch.load(probe, weights_only=False)
+    assert pwned.exists()
+    pwned.unlink()
+
+    run = tmp_path / "run"
+    shutil.copytree(two_checkpoints, run)
+    shutil.rmtree(run / "ckpt-0000001")
+    _rewrite_state(run / "ckpt-0000002", {"step": 2, "format": 2, "model": _Evil(pwned)})
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(small_config(tiny_model_dir, reward={"name": "_fault_parity"}, **QUIET,
+                                               **CKPT).to_dict()))
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert not pwned.exists(), "unpickling the checkpoint ran its code"
+    assert "no usable checkpoint" in err and "was refused" in err and "build Python objects" in err, err
+    assert "Traceback" not in err
+
+
+def test_tampered_newest_checkpoint_falls_back_to_the_previous_one(tiny_model_dir, two_checkpoints, tmp_path):
+    pwned = tmp_path / "pwned"
+    run = tmp_path / "run"
+    shutil.copytree(two_checkpoints, run)
+    _rewrite_state(run / "ckpt-0000002", {"step": 2, "format": 2, "model": _Evil(pwned)})
+    msgs = []
+    t = _trainer(tiny_model_dir, run, log=msgs.append, resume=True, **CKPT)
+    assert t.step_idx == 1 and not pwned.exists()
+    assert any("skipping checkpoint ckpt-0000002" in m and "was refused" in m for m in msgs), msgs
+
+
+def _as_format_1(state: dict) -> dict:
+    """What entropy-zoo wrote before format 2: numpy RNG state pickled as numpy objects, strategy
+    states as a list, no format key."""
+    from zoo.checkpoint import _numpy_state_tuple
+
+    old = {k: v for k, v in state.items() if k != "format"}
+    old["rng"] = dict(state["rng"], numpy=_numpy_state_tuple(state["rng"]["numpy"]))
+    old["ranks"] = [dict(r, rng=dict(r["rng"], numpy=_numpy_state_tuple(r["rng"]["numpy"]))) for r in state["ranks"]]
+    old["strategies"] = json.loads(state["strategies"])
+    return old
+
+
+def test_old_format_checkpoint_is_refused_then_upgraded_on_request(tiny_model_dir, two_checkpoints, tmp_path,
+                                                                   capsys):
+    from zoo.checkpoint import load_state
+    from zoo.checkpoint import main as ckpt_main
+
+    run = tmp_path / "run"
+    shutil.copytree(two_checkpoints, run)
+    shutil.rmtree(run / "ckpt-0000002")
+    ck = run / "ckpt-0000001"
+    _rewrite_state(ck, _as_format_1(load_state(ck)))
+    with pytest.raises(NoUsableCheckpoint, match=r"python -m zoo.checkpoint upgrade .*ckpt-0000001 --trust"):
+        _trainer(tiny_model_dir, run, resume=True, **CKPT)
+    assert ckpt_main(["upgrade", str(ck)]) == 2                  # not without --trust
+    assert "refusing" in capsys.readouterr().err
+    assert ckpt_main(["upgrade", str(ck), "--trust"]) == 0
+    t = _trainer(tiny_model_dir, run, resume=True, **CKPT)
+    assert t.step_idx == 1
+    t.train()                                                    # continues exactly as the uninterrupted run
+    assert _rows(run) == _rows(two_checkpoints)
+
+
+def test_strategy_state_must_be_plain_data():
+    from zoo.checkpoint import dump_plain
+
+    assert json.loads(dump_plain([{"coef": 0.1, "h": None}], "s")) == [{"coef": 0.1, "h": None}]
+    with pytest.raises(TypeError, match="plain data"):
+        dump_plain([{"coef": torch.tensor(1.0)}], "strategy state_dict()")
+
+
+# ----------------------------------------------------------------------------------------------
 # Non-finite loss / gradients
 # ----------------------------------------------------------------------------------------------
 @register_strategy("_fault_nan_loss", description="test only: NaN extra loss on chosen calls", paper="-")

@@ -6,9 +6,10 @@ is refused, naming the differing keys.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from zoo.checkpoint import load_latest, load_state, rng_state, save_checkpoint, set_rng_state
+from zoo.checkpoint import dump_plain, load_latest, load_state, rng_state, save_checkpoint, set_rng_state
 from zoo.config import ConfigError, config_diff
 
 
@@ -16,13 +17,15 @@ class RunState:
     """Mixin: `state_dict`, `save` and `_resume` for the trainer."""
 
     def state_dict(self) -> dict:
-        """Everything a resume needs; the random states of every rank (a collective call)."""
+        """Everything a resume needs; the random states of every rank (a collective call). Tensors
+        and plain data only (a safe load never builds objects); strategy states travel as JSON."""
         ranks = self.reduce.gather_objects({"rng": rng_state(), "gen": self.gen.get_state()})
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                 "rng": ranks[0]["rng"], "gen": ranks[0]["gen"], "ranks": ranks, "world": self.world,
                 "data": self.data.state_dict(),
                 "step": self.step_idx, "opt_steps": self.opt_steps, "bad_steps": self.bad_steps,
-                "budget": dict(self.budget), "strategies": [s.state_dict() for s in self.strategies],
+                "budget": dict(self.budget),
+                "strategies": dump_plain([s.state_dict() for s in self.strategies], "strategy state_dict()"),
                 "config": self.cfg.to_dict()}
 
     def save(self) -> None:
@@ -64,6 +67,6 @@ class RunState:
         self.data.load_state_dict(st["data"])
         self.step_idx, self.opt_steps, self.bad_steps = st["step"], st["opt_steps"], st["bad_steps"]
         self.budget = dict(st["budget"])
-        for s, ss in zip(self.strategies, st["strategies"]):
+        for s, ss in zip(self.strategies, json.loads(st["strategies"])):
             s.load_state_dict(ss)
         self.print(f"[zoo] resumed {self.out} from {path.name} (step {self.step_idx})")
