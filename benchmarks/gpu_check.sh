@@ -32,6 +32,9 @@ FAILED=0
 # qwen-sized parts: full size on a GPU, toy sizes for a CPU dry run (2 layers, 2 prompts x 2, 4 tokens)
 QWEN_STEP=(--length "$QWEN_LENGTH" --steps 3 --micro-batch "$QWEN_MICRO_BATCH")
 QWEN_ROLL=(--batch 128 --group 8 --new 64 --repeats 2)
+# bf16 compute on fp32 master weights, + gradient checkpointing, + LoRA, on a Qwen2.5-0.5B shape
+PREC=(--layers 24 --hidden 896 --heads 14 --kv-heads 2 --intermediate 4864 --model-vocab 151936 --length 512
+      --prompts 4 --group 8 --steps 2)
 OPS=()
 OPS_DT=bf16
 TINY_STEP=(--steps 5)
@@ -43,6 +46,7 @@ if [ "$DEVICE" = "cpu" ]; then
     TINY_ROLL=(--repeats 1 --group 8 --batch 32 --new 8)
     QWEN_STEP=(--layers 2 --prompts 2 --group 2 --length 4 --steps 1 --no-trl)
     QWEN_ROLL=(--batch 4 --group 2 --new 4 --repeats 1)
+    PREC=(--layers 2 --hidden 64 --heads 4 --intermediate 128 --vocab 512 --length 8 --prompts 2 --group 2 --steps 1)
 fi
 
 log() { echo "[gpu_check $(date +%T) +${SECONDS}s] $*" | tee -a "$OUT/gpu_check.log"; }
@@ -126,6 +130,11 @@ else
     log "skip rollout_qwen: no saved qwen model (step_qwen failed before saving it)"
     echo "rollout_qwen SKIPPED(no model)" >> "$OUT/summary.txt"
 fi
+
+# 6. precision modes on the Qwen2.5-0.5B shape: fp32 vs bf16 compute with fp32 master weights,
+#    + gradient checkpointing, + LoRA (peak CUDA memory and step time, each mode in its own process)
+part precision_qwen 150 "$PY" benchmarks/bench_precision.py --device "$DEVICE" "${PREC[@]}" \
+    --modes fp32,bf16,bf16+ckpt,lora+bf16+ckpt
 
 log "done in ${SECONDS}s; summary:"
 tee -a "$OUT/gpu_check.log" < "$OUT/summary.txt"

@@ -31,16 +31,14 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, Sequence
+from typing import Sequence
 
-from rewards.math_norm import (
-    MAX_ANSWER_CHARS, extract_answer, last_boxed_linear, normalize, rational_value, rationals_equal,
-    string_key,
-)
+from rewards.extract import extract_final
+from rewards.math_prepare import prepare
 from rewards.registry import register_reward, report
 
 __all__ = ["extract_answer", "is_equivalent", "verify_batch", "math_reward", "warmup", "shutdown",
-           "clear_cache", "DEFAULT_TIMEOUT"]
+           "clear_cache", "DEFAULT_TIMEOUT", "extract_final"]
 
 DEFAULT_TIMEOUT = 1.0
 STARTUP_TIMEOUT = 60.0     # a fresh worker must be ready within this (not part of a call's budget)
@@ -48,44 +46,12 @@ CACHE_SIZE = 65_536
 MAX_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 # --------------------------------------------------------------------------------------------
-# string stage
+# string stage (rewards.math_prepare) and its cache
 # --------------------------------------------------------------------------------------------
-_Prepared = Any  # bool (decided) or (answer, gold) strings for the symbolic stage
-
-
-def _gold_text(gold: str) -> str:
-    if "\\boxed" in gold or "\\fbox" in gold:
-        b = last_boxed_linear(gold)
-        if b is not None:
-            return b
-    if "####" in gold:
-        return gold.rsplit("####", 1)[1].strip()
-    return gold.strip()
-
-
-def _prepare(answer: Any, gold: Any) -> _Prepared:
-    """Decide cheaply, or return the extracted strings for the symbolic stage."""
-    if not isinstance(answer, str) or not isinstance(gold, str):
-        return False
-    if "\x00" in answer or "\x00" in gold:  # binary junk is never a valid answer
-        return False
-    ext = extract_answer(answer)
-    if ext is None or not ext.strip() or len(ext) > MAX_ANSWER_CHARS:
-        return False
-    if len(gold) > MAX_ANSWER_CHARS * 50:
-        return False
-    g = _gold_text(gold)
-    if not g or len(g) > MAX_ANSWER_CHARS:
-        return False
-    na, ng = normalize(ext), normalize(g)
-    if not na:
-        return False
-    if string_key(na) == string_key(ng):
-        return True
-    ra, rg = rational_value(na), rational_value(ng)
-    if ra is not None and rg is not None:
-        return rationals_equal(ra, rg)
-    return (ext, g)
+def extract_answer(text: str, formats: str | Sequence[str] = "auto") -> str | None:
+    """The final answer of a completion under the extraction policy (rewards.extract), or None."""
+    e = extract_final(text, formats)
+    return e.text if e is not None else None
 
 
 _cache: OrderedDict[tuple[str, str], bool] = OrderedDict()
@@ -319,16 +285,17 @@ atexit.register(shutdown)
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
-def is_equivalent(answer: str, gold: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
+def is_equivalent(answer: str, gold: str, timeout: float = DEFAULT_TIMEOUT, formats: str | Sequence[str] = "auto") -> bool:
     """True when ``answer`` (a bare answer or a whole completion) is mathematically equal to ``gold``.
 
     Never raises; returns within ``timeout`` seconds (once the workers are started), False when
     the budget runs out or the answer cannot be read.
     """
-    return verify_batch([answer], [gold], timeout=timeout)[0]
+    return verify_batch([answer], [gold], timeout=timeout, formats=formats)[0]
 
 
-def verify_batch(completions: Sequence[str], golds: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> list[bool]:
+def verify_batch(completions: Sequence[str], golds: Sequence[str], timeout: float = DEFAULT_TIMEOUT,
+                 formats: str | Sequence[str] = "auto") -> list[bool]:
     """Verify many (completion, gold) pairs; each pair gets ``timeout`` seconds of symbolic work.
 
     The string stage runs here; the rest is spread over a pool of killable worker processes, so
@@ -346,7 +313,7 @@ def verify_batch(completions: Sequence[str], golds: Sequence[str], timeout: floa
     for i in range(n):
         t0 = time.monotonic()
         try:
-            prep = _prepare(completions[i], golds[i])
+            prep = prepare(completions[i], golds[i], formats)
         except Exception:
             prep = False
         if isinstance(prep, bool):
@@ -381,6 +348,7 @@ def verify_batch(completions: Sequence[str], golds: Sequence[str], timeout: floa
 
 @register_reward("math", "1.0 when the completion's final answer (\\boxed{} etc.) equals the gold answer "
                          "(MATH / GSM8K / AIME; safe sympy check with a per-case time budget), else 0.0")
-def math_reward(completions: Sequence[str], golds: Sequence[str]) -> list[float]:
-    """1.0 / 0.0 per completion: is its final answer equivalent to the gold answer."""
-    return [1.0 if ok else 0.0 for ok in verify_batch(completions, golds)]
+def math_reward(completions: Sequence[str], golds: Sequence[str], formats: str | Sequence[str] = "auto") -> list[float]:
+    """1.0 / 0.0 per completion: is its final answer (read under `formats`, see rewards.extract)
+    equivalent to the gold answer."""
+    return [1.0 if ok else 0.0 for ok in verify_batch(completions, golds, formats=formats)]

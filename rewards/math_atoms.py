@@ -18,6 +18,8 @@ from rewards.math_build import as_scalar, number_literal, safe_pow
 from rewards.math_lex import FUNCS, GREEK
 from rewards.math_types import MAX_DEPTH, MAX_ITEMS, Ivl, Mat, Obj, ParseError, Seq
 
+MAX_TERMS = 1000          # terms of a \\sum / \\prod with integer bounds that are evaluated
+
 
 class AtomParser:
     """Token cursor plus the atom-level grammar; subclassed by the operator grammar."""
@@ -28,6 +30,7 @@ class AtomParser:
         self.depth = 0
         self.percent_scale = percent_scale
         self.saw_percent = False
+        self.bound: frozenset[str] = frozenset()  # summation indices in scope (i is then not sqrt(-1))
 
     # -- helpers --
     def peek(self, k: int = 0) -> tuple[str, str] | None:
@@ -130,7 +133,12 @@ class AtomParser:
             return number_literal(text)
         if kind == "id":
             if self.at("_"):
+                if self.peek(1) == ("op", "{") and not self._simple_subscript():
+                    self.next()
+                    return sp.Function(text)(as_scalar(self.group_arg()))  # F_{n-k-1}: an indexed name
                 return sp.Symbol(text + "_" + self.subscript())
+            if text in self.bound:
+                return sp.Symbol(text)
             if text == "i":
                 return sp.I
             if text == "e":
@@ -185,6 +193,8 @@ class AtomParser:
                 if not (isinstance(n, sp.Integer) and isinstance(k, sp.Integer) and 0 <= n <= 2000):
                     raise ParseError("binomial out of range")
                 return sp.binomial(n, k)
+            if text in ("\\sum", "\\prod"):
+                return self.big_operator(text == "\\sum")
             if text == "\\pi":
                 return sp.pi
             if text == "\\infty":
@@ -212,6 +222,43 @@ class AtomParser:
             if name in GREEK:
                 return sp.Symbol(name)
         raise ParseError(f"unexpected {text}")
+
+    def _simple_subscript(self) -> bool:
+        """After '_' and '{': only numbers and letters up to the closing brace (x_{12}, a_{ij})."""
+        j = self.i + 2
+        while j < len(self.t) and self.t[j][0] in ("num", "id"):
+            j += 1
+        return j < len(self.t) and self.t[j] == ("op", "}")
+
+    def big_operator(self, is_sum: bool) -> sp.Expr:
+        """\\sum_{k=a}^{b} body / \\prod: evaluated for integer bounds at most MAX_TERMS apart, else kept
+        as an unevaluated Sum / Product (compared structurally)."""
+        self.expect("_")
+        self.expect("{")
+        var = self.next()
+        if var[0] != "id":
+            raise ParseError("bad index")
+        k = sp.Symbol(var[1])
+        self.expect("=")
+        lo = as_scalar(self.expr())
+        self.expect("}")
+        self.expect("^")
+        hi = as_scalar(self.group_arg())
+        self.bound = self.bound | {var[1]}
+        try:
+            with self.nested():
+                body = as_scalar(self.term())
+        finally:
+            self.bound = self.bound - {var[1]}
+        if isinstance(lo, sp.Integer) and isinstance(hi, sp.Integer) and -1 <= hi - lo <= MAX_TERMS:
+            terms = [body.xreplace({k: sp.Integer(i)}) for i in range(int(lo), int(hi) + 1)]
+            if is_sum:
+                return sp.Add(*terms)
+            out = sp.Integer(1)
+            for t in terms:
+                out = safe_pow(out * t, sp.Integer(1))
+            return out
+        return (sp.Sum if is_sum else sp.Product)(body, (k, lo, hi))
 
     def function(self, fn: Any) -> sp.Expr:
         power = None

@@ -11,6 +11,7 @@ import math as _m
 from typing import Any
 
 import sympy as sp
+from sympy.core.function import AppliedUndef
 
 from rewards.math_types import (
     MAX_LITERAL_DIGITS, MAX_RESULT_BITS, MAX_SYMBOLIC_EXP, Obj, ParseError,
@@ -65,3 +66,22 @@ def as_scalar(x: Obj) -> sp.Expr:
     if isinstance(x, sp.Basic) and isinstance(x, sp.Expr):
         return x
     raise ParseError("container used as a number")
+
+
+def is_name(x: Any) -> bool:
+    """A named quantity rather than a value: x, x_1, f(x) (read as f*x), AB, |AB|, NO/BO, (p, q).
+
+    Sums, numeric coefficients and powers other than -1 are not names (2x + z = 1 states no value).
+    """
+    if isinstance(x, sp.Symbol):
+        return True
+    if isinstance(x, sp.Abs):
+        return is_name(x.args[0])
+    if isinstance(x, sp.Pow):
+        return x.exp == -1 and is_name(x.base)
+    if isinstance(x, sp.Mul):
+        return all(is_name(a) for a in x.args)
+    if isinstance(x, AppliedUndef):
+        return True  # F_{n-1}: an indexed name
+    items = getattr(x, "items", None)
+    return isinstance(items, tuple) and bool(items) and all(is_name(i) for i in items)

@@ -11,6 +11,7 @@ from typing import Any
 
 import sympy as sp
 
+from rewards.math_build import is_name
 from rewards.math_types import Ivl, Mat, Obj, Rel, Seq, Uni
 
 _POINTS = [sp.Rational(p) for p in ("0.5377", "1.8339", "-2.2588", "0.8622", "-1.3077", "2.7694")]
@@ -42,6 +43,8 @@ def scalars_equal(a: sp.Expr, b: sp.Expr) -> bool:
     """Symbolic equality of two expressions; different free symbols mean different answers."""
     if a == b:
         return True
+    if a.has(sp.Sum, sp.Product) or b.has(sp.Sum, sp.Product):  # symbolic bounds: compared structurally
+        return False
     if a.has(sp.oo, -sp.oo, sp.zoo, sp.nan) or b.has(sp.oo, -sp.oo, sp.zoo, sp.nan):
         return False
     fa, fb = a.free_symbols, b.free_symbols
@@ -62,8 +65,8 @@ def scalars_equal(a: sp.Expr, b: sp.Expr) -> bool:
     return agree >= 2
 
 
-def _proportional(d1: sp.Expr, d2: sp.Expr) -> bool:
-    """d1 = c * d2 for a nonzero constant c (the same equation written differently)."""
+def _proportional(d1: sp.Expr, d2: sp.Expr, positive: bool = False) -> bool:
+    """d1 = c * d2 for a nonzero constant c (c > 0 when `positive`): the same (in)equation rewritten."""
     if d1.free_symbols != d2.free_symbols or not d1.free_symbols:
         return False
     syms = sorted(d1.free_symbols, key=lambda s: s.name)
@@ -85,21 +88,52 @@ def _proportional(d1: sp.Expr, d2: sp.Expr) -> bool:
             ratio = r
         elif abs(r - ratio) > 1e-9 * max(1.0, abs(ratio)):
             return False
+    if positive and ratio is not None and not (ratio.real > 0 and abs(ratio.imag) < 1e-12):
+        return False
     return ratio is not None
 
 
+_FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "=": "=", "!=": "!="}
+
+
+def _oriented(r: Rel) -> Rel:
+    """5 >= x -> x <= 5: the name (if any) on the left."""
+    if r.op in _FLIP and is_name(r.rhs) and not is_name(r.lhs):
+        return Rel(_FLIP[r.op], r.rhs, r.lhs)
+    return r
+
+
 def _rel_value(r: Rel) -> Obj | None:
-    """x = 3 -> 3 ; x \\in [1,2] -> [1,2] ; 3 = x -> 3."""
-    if r.op in ("=", "in"):
-        if isinstance(r.lhs, sp.Symbol) and not (isinstance(r.rhs, sp.Expr) and r.rhs.has(r.lhs)):
-            return r.rhs
-        if r.op == "=" and isinstance(r.rhs, sp.Symbol) and isinstance(r.lhs, sp.Expr) and not r.lhs.has(r.rhs):
-            return r.lhs
-    if r.op in ("<", "<=", ">", ">=") and isinstance(r.lhs, sp.Symbol) and isinstance(r.rhs, sp.Expr):
+    """The value a relation states about a name: x = 3 -> 3 ; f(x) = 1 -> 1 ; (p, q) = (3, 2) -> (3, 2) ;
+    x \\in [1,2] -> [1,2] ; 3 = x -> 3 ; x <= 5 -> (-oo, 5] ; 1 + 1 = 2 (no unknowns) -> 2."""
+    r = _oriented(r)
+    if r.op in ("=", "in") and is_name(r.lhs):
+        if isinstance(r.lhs, sp.Symbol) and isinstance(r.rhs, sp.Expr) and r.rhs.has(r.lhs):
+            return None
+        if isinstance(r.lhs, sp.Expr) and not isinstance(r.lhs, sp.Symbol) and isinstance(r.rhs, sp.Expr) \
+                and r.rhs.has(r.lhs):
+            return None
+        return r.rhs
+    if r.op == "=" and all(isinstance(x, sp.Expr) and not x.free_symbols for x in (r.lhs, r.rhs)):
+        return r.rhs
+    if r.op in ("<", "<=", ">", ">=") and is_name(r.lhs) and isinstance(r.rhs, sp.Expr) and not r.rhs.free_symbols:
         if r.op in ("<", "<="):
             return Ivl(-sp.oo, r.rhs, True, r.op == "<")
         return Ivl(r.rhs, sp.oo, r.op == ">", True)
     return None
+
+
+def _ineq_equal(a: Rel, g: Rel) -> bool:
+    """-x > -1 vs x < 1: both as d > 0 (or d >= 0) with d1 = c * d2, c > 0."""
+    if a.op not in _FLIP or g.op not in _FLIP or a.op in ("=", "!=") or g.op in ("=", "!="):
+        return False
+    if not all(isinstance(x, sp.Expr) for x in (a.lhs, a.rhs, g.lhs, g.rhs)):
+        return False
+    if (a.op in ("<", ">")) != (g.op in ("<", ">")):
+        return False
+    da = a.lhs - a.rhs if a.op in (">", ">=") else a.rhs - a.lhs
+    dg = g.lhs - g.rhs if g.op in (">", ">=") else g.rhs - g.lhs
+    return _proportional(da, dg, positive=True)
 
 
 def _match_unordered(xs: tuple, ys: tuple) -> bool:
@@ -129,6 +163,9 @@ def objects_equal(a: Obj, g: Obj) -> bool:
     if isinstance(a, sp.Expr) and isinstance(g, sp.Expr):
         return scalars_equal(a, g)
     if isinstance(a, Rel) and isinstance(g, Rel):
+        a, g = _oriented(a), _oriented(g)
+        if _ineq_equal(a, g):
+            return True
         if a.op != g.op:
             va, vg = _rel_value(a), _rel_value(g)
             return va is not None and vg is not None and objects_equal(va, vg)

@@ -12,7 +12,7 @@ from typing import Any
 import sympy as sp
 
 from rewards.math_atoms import AtomParser
-from rewards.math_build import as_scalar, is_int_literal, safe_pow
+from rewards.math_build import as_scalar, is_int_literal, is_name, safe_pow
 from rewards.math_lex import FUNCS, GREEK
 from rewards.math_types import MAX_FACTORIAL, MAX_ITEMS, PM, Ivl, Obj, ParseError, Rel, Seq, Uni
 
@@ -40,26 +40,39 @@ class Parser(AtomParser):
         return items
 
     def relation(self) -> Obj:
-        first = self.setexpr()
-        parts: list[Any] = [first]
+        """Relations and chains. A chain of equalities states its last value (x = 5+5+1 = 11 is x = 11);
+        an approximation after an exact value is dropped (x = 1/3 \\approx 0.33 is x = 1/3) and
+        x \\approx 11 reads as x = 11; a:b is the ratio a/b; a < x < b is x in (a, b)."""
+        parts: list[Any] = [self.setexpr()]
         ops: list[str] = []
-        while self.at("=", "<", ">", "<=", ">=", "!=", "\\in", ":"):
+        while self.at("=", "<", ">", "<=", ">=", "!=", "\\in", ":", "\\approx"):
             op = self.next()[1]
-            if op == "\\in":
-                op = "in"
             if op == ":":
-                op = "="
-            ops.append(op)
+                right = as_scalar(self.setexpr())
+                if right == 0:
+                    raise ParseError("ratio with zero")
+                parts[-1] = as_scalar(parts[-1]) / right
+                continue
+            ops.append({"\\in": "in", "\\approx": "~"}.get(op, op))
             parts.append(self.setexpr())
+            if len(ops) > MAX_ITEMS:
+                raise ParseError("relation chain too long")
         if not ops:
-            return first
+            return parts[0]
+        if "~" in ops:
+            k = ops.index("~")
+            if k > 0:
+                ops, parts = ops[:k], parts[:k + 1]
+            ops = ["=" if o == "~" else o for o in ops]
         if len(ops) == 1:
             return Rel(ops[0], parts[0], parts[1])
-        if len(ops) == 2 and all(o in ("<", "<=") for o in ops) and isinstance(parts[1], sp.Symbol):
+        if len(ops) == 2 and all(o in ("<", "<=") for o in ops) and is_name(parts[1]):
             return Rel("in", parts[1], Ivl(parts[0], parts[2], ops[0] == "<", ops[1] == "<"))
-        if len(ops) == 2 and all(o in (">", ">=") for o in ops) and isinstance(parts[1], sp.Symbol):
+        if len(ops) == 2 and all(o in (">", ">=") for o in ops) and is_name(parts[1]):
             return Rel("in", parts[1], Ivl(parts[2], parts[0], ops[1] == ">", ops[0] == ">"))
         if all(o == "=" for o in ops):
+            if is_name(parts[0]):
+                return Rel("=", parts[0], parts[-1])
             return Rel("=", parts[-2], parts[-1])
         raise ParseError("chained relation")
 
@@ -102,7 +115,7 @@ class Parser(AtomParser):
         if kind == "op":
             return text in ("(", "{")
         if kind == "cmd":
-            return (text in ("\\frac", "\\sqrt", "\\pi", "\\infty", "\\binom", "\\{")
+            return (text in ("\\frac", "\\sqrt", "\\pi", "\\infty", "\\binom", "\\{", "\\sum", "\\prod")
                     or text[1:] in FUNCS or text[1:] in GREEK)
         return False
 

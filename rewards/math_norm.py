@@ -13,84 +13,16 @@ from fractions import Fraction
 MAX_ANSWER_CHARS = 2000      # an extracted answer longer than this is not scored (False)
 MAX_SCAN_CHARS = 100_000     # how much of a completion's end we look at
 MAX_DIGITS = 400             # longest number literal we turn into a Fraction
+LONG_DECIMAL_DIGITS = 8      # a decimal with at least this many significant digits may round a non-terminating value
 MAX_SCI_EXP = 400            # |e| in 1.2e{e} / 1.2\times10^{e} accepted by the fast path
 
 # --------------------------------------------------------------------------------------------
-# extraction
+# extraction (the policy lives in rewards.extract)
 # --------------------------------------------------------------------------------------------
-_FINAL = re.compile(r"(?:final\s+answer|the\s+answer)\s*(?:is|:|=)\s*:?\s*", re.IGNORECASE)
-_HASHES = re.compile(r"####\s*")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-
-
 def last_boxed_linear(text: str) -> str | None:
     """Content of the last complete ``\\boxed{...}`` / ``\\fbox{...}``: :func:`rewards.boxed.last_boxed`
     (one linear pass, so thousands of unclosed boxes cannot make it quadratic)."""
     return last_boxed(text)
-
-
-def _clean_tail(s: str) -> str:
-    s = s.strip()
-    s = s.split("\n", 1)[0].strip()
-    for _ in range(3):
-        s = s.strip("$ ").strip()
-        s = re.sub(r"^\\\(|\\\)$", "", s).strip()
-        s = s.rstrip(".").strip()
-    return s
-
-
-_PROSE = re.compile(r"[A-Za-z]{4,}")
-_WORD = re.compile(r"[A-Za-z]{2,}")
-
-
-def _looks_like_answer(s: str) -> bool:
-    """A short string without prose: the completion *is* the answer (e.g. ``\\frac{1}{2}``)."""
-    if len(s) > 300 or "\n" in s.strip():
-        return False
-    stripped = re.sub(r"\\(?:begin|end)\{[^{}]*\}|\\text\{[^{}]*\}|\\[A-Za-z]+", " ", s)
-    return len(_PROSE.findall(stripped)) <= 1 and len(_WORD.findall(stripped)) <= 2
-
-
-def extract_answer(text: str) -> str | None:
-    """The final answer in a completion, or None.
-
-    In order: the last ``\\boxed{}`` / ``\\fbox{}``; "final answer is ..." / "the answer is ...";
-    GSM8K's ``#### 42``; a short completion that is itself an answer; the last number.
-    """
-    if not isinstance(text, str):
-        return None
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-    truncated = len(text) > MAX_SCAN_CHARS
-    if truncated:
-        text = text[-MAX_SCAN_CHARS:]
-    boxed = last_boxed_linear(text)
-    if boxed is not None:
-        return boxed
-    last = None
-    for m in _FINAL.finditer(text):
-        last = m
-    if last is not None:
-        tail = _clean_tail(text[last.end():last.end() + MAX_ANSWER_CHARS])
-        if tail:
-            return tail
-    last = None
-    for m in _HASHES.finditer(text):
-        last = m
-    if last is not None:
-        tail = _clean_tail(text[last.end():last.end() + MAX_ANSWER_CHARS])
-        if tail:
-            return tail
-    if _looks_like_answer(text):
-        s = _clean_tail(text)
-        if s:
-            return s
-    if truncated:  # a huge text without a marked answer: its last number means nothing
-        return None
-    nums = _NUMBER.findall(text[-5000:])
-    if nums:
-        return nums[-1].rstrip(",")
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,14 +37,18 @@ _UNITS = (
     r"cm|mm|km|m|meters?|metres?|centimeters?|kilometers?|inch(?:es)?|in|feet|foot|ft|yards?|yd|miles?|mi|"
     r"units?|square\s+units?|sq\s+units?|cubic\s+units?|degrees?|deg|radians?|rad|cents?|dollars?|"
     r"hours?|hrs?|minutes?|mins?|seconds?|secs?|s|days?|weeks?|months?|years?|mph|kg|g|grams?|pounds?|lbs?|"
-    r"ounces?|oz|liters?|litres?|l|ml|gallons?|people|students?|apples?|percent|points?|times|ways"
+    r"ounces?|oz|liters?|litres?|l|ml|gallons?|people|students?|apples?|percent(?:age)?|pct|points?|times|ways"
 )
 _UNIT_TEXT = re.compile(r"\\text\{\s*(?:" + _UNITS + r")\.?\s*\}(?:\^\{?[23]\}?)?", re.IGNORECASE)
 _UNIT_BARE = re.compile(r"(?<=[\d}\s])\s*(?:" + _UNITS + r")\.?(?:\^\{?[23]\}?)?\s*$", re.IGNORECASE)
 _TEXT_GROUP = re.compile(r"\\text\{([^{}]*)\}")
+DOUBLED_ESCAPE = re.compile(r"(?<!\\)\\\\(?=(?:boxed|fbox|frac|dfrac|tfrac|left|right|le|leq|ge|geq|neq|ne|sqrt|pi|cdot|"
+                            r"times|text|mathrm|infty|approx|in|cup|pm|lt|gt)(?![a-zA-Z]))")
 _SPACES = re.compile(r"(?<!\\)\\[,;:!> ]|\\quad|\\qquad|\\displaystyle|\\scriptstyle|~")
 _SIZES = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![A-Za-z])")
-_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
+_THOUSANDS_SPACE = re.compile(r"[+-]?[1-9]\d{0,2}(?: \d{3})+(?:\.\d+)?")
+_OVERLINE = re.compile(r"([+-]?)(\d*)\.(\d*)\\(?:overline|bar|dot)\{?(\d{1,20})\}?")
 _CHOICE = re.compile(r"\(?([A-Ea-e])\)?")
 
 
@@ -125,11 +61,15 @@ def normalize(s: str) -> str:
     for k, v in _UNICODE.items():
         if k in s:
             s = s.replace(k, v)
+    if "\\\\" in s:  # JSON-doubled escapes: \\frac -> \frac (a line break is never followed by a command name)
+        s = DOUBLED_ESCAPE.sub(r"\\", s)
     s = _SIZES.sub("", s)
+    if "\\overline" in s or "\\bar" in s or "\\dot" in s:
+        s = _OVERLINE.sub(_repeating, s)
     s = re.sub(r"\\(?:dfrac|tfrac|cfrac)", r"\\frac", s)
     s = re.sub(r"\\(?:mbox|textbf|textrm|textit|textnormal|mathrm|mathbf|mathit|operatorname|textup|hbox)\s*\{",
                r"\\text{", s)
-    s = re.sub(r"\{,\}|,\\!\s*", lambda m: "," if m.group(0) == "{,}" else ",", s)
+    s = re.sub(r"\s*\{\s*,\s*\}\s*|,\\!\s*", ",", s)
     s = _SPACES.sub(" ", s)
     s = s.replace("\\$", " ").replace("$", " ")
     s = s.replace("\\%", "%").replace("\\percent", "%")
@@ -144,6 +84,7 @@ def normalize(s: str) -> str:
     s = _UNIT_TEXT.sub(" ", s)
     s = re.sub(r"\\text\{\s*(?:and|or)\s*\}", ",", s)
     s = re.sub(r"\s(?:and|or)\s", ",", s) if re.search(r"\d", s) else s
+    s = re.sub(r"(?<=[)\]])\s*(?:or|and)\s*(?=[(\[])", ",", s)
     if re.search(r"\d", s):
         s = re.sub(r"\\text\{\s*\}", " ", s)
         s = _UNIT_BARE.sub("", s.strip())
@@ -152,12 +93,28 @@ def normalize(s: str) -> str:
     s = s.rstrip(".,;").strip()
     if s.startswith("\\{") is False and s[:1] == "{" and s[-1:] == "}" and _balanced_outer(s):
         s = s[1:-1].strip()
-    if _THOUSANDS.fullmatch(s.replace(" ", "")):
+    if _THOUSANDS.fullmatch(s) or _THOUSANDS_SPACE.fullmatch(s):
         s = s.replace(" ", "").replace(",", "")
     m = _CHOICE.fullmatch(s)
     if m:
         s = m.group(1).upper()
     return s
+
+
+def _repeating(m: "re.Match[str]") -> str:
+    """0.1\\overline{6} -> \\frac{1}{6}: a repeating decimal as its exact fraction."""
+    sign, i, a, r = m.group(1), m.group(2) or "0", m.group(3), m.group(4)
+    v = Fraction(int(i + a + r) - int(i + a), 10 ** len(a) * (10 ** len(r) - 1))
+    return f"{sign}\\frac{{{v.numerator}}}{{{v.denominator}}}"
+
+
+def decimal_comma(s: str) -> str | None:
+    """``1000,99`` / ``0,111`` / ``3,5`` -> the same number with a decimal point; None when the comma
+    cannot be a decimal comma (several commas, spaces, or a valid thousands grouping like 7,425)."""
+    k = s.strip()
+    if re.fullmatch(r"[+-]?\d{1,%d},\d{1,%d}" % (MAX_DIGITS, MAX_DIGITS), k) and not _THOUSANDS.fullmatch(k):
+        return k.replace(",", ".")
+    return None
 
 
 def _balanced_outer(s: str) -> bool:
@@ -246,3 +203,30 @@ def rationals_equal(a: tuple[Fraction, bool], g: tuple[Fraction, bool]) -> bool:
     cands_a = [va / 100, va] if pa else [va]
     cands_g = [vg / 100, vg] if pg else [vg]
     return any(x == y for x in cands_a for y in cands_g)
+
+
+_PLAIN_DEC = re.compile(r"[+-]?(\d{0,%d})\.(\d{1,%d})" % (MAX_DIGITS, MAX_DIGITS))
+
+
+def long_decimal(s: str) -> tuple[Fraction, Fraction] | None:
+    """(value, one unit in the last place) of a plain decimal with >= LONG_DECIMAL_DIGITS significant
+    digits (0.083333333, 3.1415927), else None. Such a decimal matches a gold whose exact value does not
+    terminate (1/12, pi) when it is within one unit in its last place (rounded or truncated); shorter
+    decimals (0.33, 6.28, 3.14159) never match a non-terminating value."""
+    k = s.replace(" ", "")
+    m = _PLAIN_DEC.fullmatch(k)
+    if not m:
+        return None
+    digits = (m.group(1) + m.group(2)).lstrip("0")
+    if len(digits) < LONG_DECIMAL_DIGITS:
+        return None
+    return Fraction(k), Fraction(1, 10 ** len(m.group(2)))
+
+
+def terminates(v: Fraction) -> bool:
+    """True when v has a finite decimal expansion (its denominator is 2^a 5^b)."""
+    d = v.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1

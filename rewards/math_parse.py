@@ -18,6 +18,7 @@ decide.
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from functools import lru_cache
 
 import sympy as sp
@@ -25,7 +26,7 @@ import sympy as sp
 from rewards.math_compare import objects_equal, scalars_equal
 from rewards.math_grammar import Parser
 from rewards.math_lex import tokenize
-from rewards.math_norm import MAX_ANSWER_CHARS, normalize
+from rewards.math_norm import MAX_ANSWER_CHARS, long_decimal, normalize, terminates
 from rewards.math_types import (
     MAX_DEPTH, MAX_FACTORIAL, MAX_ITEMS, MAX_LITERAL_DIGITS, MAX_RESULT_BITS, MAX_SYMBOLIC_EXP, PM,
     Ivl, Mat, Obj, ParseError, Rel, Seq, Uni,
@@ -71,9 +72,33 @@ def _expand_pm(o: Obj) -> Obj:
     return o
 
 
+def _long_decimal_equal(ld: tuple, rg: tuple) -> bool:
+    """A long decimal against a gold number: exact, or within one unit in its last place of a value
+    that does not terminate (see rewards.math_norm.long_decimal)."""
+    v, ulp = ld
+    for g in rg:
+        if not (isinstance(g, sp.Expr) and g.is_number):
+            continue
+        if isinstance(g, sp.Rational):
+            if sp.Rational(v.numerator, v.denominator) == g:
+                return True
+            if terminates(Fraction(int(g.p), int(g.q))):
+                continue
+        try:
+            gv = sp.N(g, 40)
+            if gv.is_real and abs(gv - sp.Rational(v.numerator, v.denominator)) < sp.Rational(ulp.numerator, ulp.denominator):
+                return True
+        except Exception:
+            continue
+    return False
+
+
 def symbolic_equivalent(answer: str, gold: str) -> bool:
     """Parse both (already extracted) answers and compare; False on anything undecidable."""
     try:
+        ld = long_decimal(normalize(answer))
+        if ld is not None:
+            return _long_decimal_equal(ld, parse_answer(gold))
         ra = parse_answer(answer)
         rg = parse_answer(gold)
     except (ParseError, RecursionError):

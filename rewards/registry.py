@@ -27,6 +27,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import inspect
 import math
 import sys
 import threading
@@ -36,7 +37,7 @@ RewardFn = Callable[[Sequence[str], Sequence[str]], list]
 
 _REWARDS: dict[str, RewardFn] = {}
 _DESCRIPTIONS: dict[str, str] = {}
-_BUILTIN_MODULES = ("rewards.arith", "rewards.countdown", "rewards.math")
+_BUILTIN_MODULES = ("rewards.arith", "rewards.countdown", "rewards.math", "rewards.format")
 _loaded = False
 
 
@@ -65,15 +66,46 @@ class UnknownRewardError(KeyError, ValueError):
         return str(self.args[0])
 
 
-def get_reward(name: str) -> "SafeReward":
-    """The reward registered as `name`, wrapped in a fresh `SafeReward` (its own counters)."""
+def get_reward(name: str, **params) -> "SafeReward":
+    """The reward registered as `name`, wrapped in a fresh `SafeReward` (its own counters).
+
+    `params` are keyword arguments bound to the reward (`get_reward("format", formats="boxed")`);
+    an unknown parameter or a value the reward's `check_params` hook refuses is a ValueError that
+    names the valid parameters (the nearest one first)."""
     _load_builtins()
     if name not in _REWARDS:
         names = sorted(_REWARDS)
         near = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
         hint = f"; did you mean '{near[0]}'?" if near else ""
         raise UnknownRewardError(f"unknown reward '{name}'{hint} Valid reward names: {', '.join(names)}")
-    return SafeReward(_REWARDS[name], name)
+    fn = _REWARDS[name]
+    if not params:
+        return SafeReward(fn, name)
+    valid = reward_params(name)
+    for key in params:
+        if key not in valid:
+            near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ValueError(f"reward '{name}' has no parameter '{key}'{hint} Valid parameters: "
+                             f"{', '.join(valid) or '(none)'}")
+    check = getattr(fn, "check_params", None)
+    if check is not None:
+        try:
+            check(**params)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"reward '{name}': {e}") from None
+    return SafeReward(functools.partial(fn, **params), name)
+
+
+def reward_params(name: str) -> list[str]:
+    """The keyword parameters reward `name` accepts beyond (completions, golds), e.g. ["formats"]."""
+    _load_builtins()
+    try:
+        sig = inspect.signature(_REWARDS[name])
+    except (TypeError, ValueError):
+        return []
+    ps = [p for p in sig.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return [p.name for p in ps[2:] if p.kind is not p.POSITIONAL_ONLY]
 
 
 # ----------------------------------------------------------------------------------------------

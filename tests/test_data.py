@@ -28,7 +28,8 @@ def countdown():
 
 # ------------------------------------------------------------------------------- synthetic
 def test_registered_and_defaults(arith, countdown):
-    for name in ("arith", "countdown", "jsonl", "hf", "gsm8k", "math500", "aime24", "aime25"):
+    for name in ("arith", "countdown", "jsonl", "hf", "gsm8k", "math500", "aime24", "aime25", "math", "dapo_math",
+                 "deepscaler", "amc23", "minerva_math", "olympiadbench"):
         assert name in TASKS
     assert arith.reward == "arith" and countdown.reward == "countdown"
 
@@ -226,7 +227,7 @@ def test_unknown_task_and_params():
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) n_num; valid parameters: n_numbers"):
         get_task("countdown", n_num=3)
     with pytest.raises(ValueError, match="needs parameter"):
-        get_task("gsm8k")
+        get_task("jsonl")            # (gsm8k without a path now loads openai/gsm8k from the hub)
     with pytest.raises(ValueError, match="n_numbers"):
         get_task("countdown", n_numbers=9)
 

@@ -15,7 +15,8 @@ def test_cli_train_run_dir_contents(tiny_model_dir, tmp_path, capsys):
     cfg = {
         "model": {"name_or_path": str(tiny_model_dir)},
         "task": {"name": "arith", "train_size": 100, "eval_size": 8},
-        "algorithm": {"preset": "top20"},
+        # dynamic sampling off: it filters on correctness (all 0 for a random model: every step skipped)
+        "algorithm": {"preset": "top20", "dynamic_sampling": False},
         "rollout": {"group_size": 4, "prompts_per_step": 4, "max_new_tokens": 10},
         "train": {"steps": 3, "threads": 1},
         "eval": {"every": 2, "n": 8, "k": 2},

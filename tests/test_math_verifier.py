@@ -31,6 +31,11 @@ def _load() -> list[dict]:
 
 
 CASES = _load()
+# Labels of the original corpus that the explicit extraction policy (rewards.extract, issue 14) changes on
+# purpose: an "Answer:" line is a marked answer and "x = 5" names the value 5.
+POLICY_CHANGES = {("Answer: \\(x = 5\\)", "5"): True}
+for _c in CASES:
+    _c["expected"] = POLICY_CHANGES.get((_c["answer"], _c["gold"]), _c["expected"])
 
 
 @pytest.fixture(scope="module", autouse=True)

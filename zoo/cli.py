@@ -81,9 +81,8 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from rewards import get_reward
     from zoo.data import get_task
-    from zoo.evaluate import evaluate
+    from zoo.evaluate import build_rewards, evaluate
     from zoo.model import load_policy
     from zoo.objectives import build_strategies
     from zoo.model import set_threads
@@ -110,7 +109,7 @@ def cmd_eval(args) -> int:
             raise ConfigError(f"--sampler {args.sampler}: no strategy in it sets token temperatures")
         hook = lambda H, T: strategies[0].token_temperature(H, T)  # noqa: E731
     k = args.k if args.k is not None else max(cfg.eval.k, 1)
-    res = evaluate(model, tok, problems, get_reward(cfg.reward.name or task.reward),
+    res = evaluate(model, tok, problems, build_rewards(cfg.reward, task).correctness,
                    max_new_tokens=args.max_new_tokens or cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                    greedy=not args.no_greedy, k=k, temperature=args.temperature, top_p=args.top_p,
                    batch_size=cfg.eval.batch_size, temperature_hook=hook, seed=args.seed)

@@ -173,21 +173,22 @@ def plan_compare(raw: dict, out: str | Path) -> Plan:
 
 
 def _check_task_and_reward(cfg) -> None:
-    """The shared task and reward resolve (names, parameters): a typo fails here, before any cell
-    dir is written, instead of failing every cell at run time."""
-    from rewards import get_reward
-    from zoo.data import get_task
+    """The shared task and reward functions resolve (names, parameters) and the task's training rows
+    are not its eval rows (unless task.allow_eval_overlap): a typo or a leak fails here, before any
+    cell dir is written, instead of failing every cell at run time."""
+    from zoo.data import check_eval_overlap, get_task
+    from zoo.evaluate import build_rewards
 
     try:
         task = get_task(cfg.task.name, **cfg.task.params)
     except (KeyError, ValueError, TypeError) as e:
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
         raise ConfigError(f"task: {msg}") from None
-    try:
-        get_reward(cfg.reward.name or task.reward)
-    except (KeyError, ValueError) as e:
-        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-        raise ConfigError(f"reward.name: {msg}") from None
+    build_rewards(cfg.reward, task)
+    avail = task.size("train")
+    train = task.problems("train", min(cfg.task.train_size, avail or cfg.task.train_size), cfg.task.seed)
+    check_eval_overlap(train, task.problems("eval", cfg.eval.n or cfg.task.eval_size, cfg.task.seed), cfg.task,
+                       log=print)
 
 
 def _check_existing(plan: Plan) -> None:

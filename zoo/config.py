@@ -23,7 +23,7 @@ import yaml
 
 from zoo.objectives import resolve_algorithm
 from zoo.schema import (  # noqa: F401  (re-exported: the config API in one place)
-    AlgorithmConfig, CheckpointConfig, Config, ConfigError, EvalConfig, LogConfig, ModelConfig, PretrainConfig,
+    AlgorithmConfig, CheckpointConfig, Config, ConfigError, EvalConfig, LogConfig, LoraConfig, ModelConfig, PretrainConfig,
     RewardConfig, RolloutConfig, TaskConfig, TrainConfig, build_dataclass,
 )
 
@@ -206,8 +206,13 @@ def _validate(cfg: Config) -> None:
     if t.old_logp == "rollout" and r.temperature != 1.0:
         raise ConfigError("train.old_logp: rollout reuses the sampler's untempered entropy, so it needs "
                           f"rollout.temperature 1.0 (got {r.temperature}); use old_logp: rescore")
-    if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
-        raise ConfigError(f"model.dtype: unknown '{cfg.model.dtype}'; valid: float32, bfloat16, float16")
+    for key in ("dtype", "param_dtype"):
+        if getattr(cfg.model, key) not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"model.{key}: unknown '{getattr(cfg.model, key)}'; valid: float32, bfloat16, float16")
+    lo = cfg.model.lora
+    if lo.r < 0 or lo.alpha <= 0 or not 0.0 <= lo.dropout < 1.0:
+        raise ConfigError(f"model.lora: need r >= 0, alpha > 0 and 0 <= dropout < 1, got r={lo.r}, "
+                          f"alpha={lo.alpha}, dropout={lo.dropout}")
     _positive("eval.n", cfg.eval.n, allow_zero=True)
     if cfg.eval.metric not in ("greedy", "sampled"):
         raise ConfigError(f"eval.metric: unknown '{cfg.eval.metric}'; valid: greedy, sampled")
@@ -216,6 +221,22 @@ def _validate(cfg: Config) -> None:
     if cfg.eval.metric == "sampled" and cfg.eval.k < 1:
         raise ConfigError("eval.metric is 'sampled' but eval.k is 0; set eval.k >= 1")
     _positive("eval.k", cfg.eval.k, allow_zero=True)
+    _validate_reward(cfg)
+
+
+def _validate_reward(cfg: Config) -> None:
+    """reward.functions: shape, names and params (the task's default reward, name "", is resolved later)."""
+    from rewards.combine import check_specs, parse_specs
+
+    if not cfg.reward.functions:
+        return
+    if cfg.reward.name:
+        raise ConfigError(f"reward: give reward.name (one function) or reward.functions (several), not both; "
+                          f"e.g. functions: [{{name: {cfg.reward.name}}}, {{name: format, weight: 0.1}}]")
+    try:
+        check_specs(parse_specs(cfg.reward.functions))
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"reward.{e.args[0] if isinstance(e, KeyError) and e.args else e}") from None
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

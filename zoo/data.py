@@ -6,9 +6,10 @@
 
 The tasks live in `zoo.tasks_base` (the `Task` interface, split names), `zoo.tasks_synthetic`
 (seeded generators with disjoint hash-assigned splits, `arith`, the tokenizer charset),
-`zoo.tasks_countdown` (`countdown` and its solver) and `zoo.tasks_files` (`jsonl`, `hf` and the
-presets `gsm8k`, `math500`, `aime24`, `aime25`: rows in file order, seed ignored). This module
-imports them all and re-exports their public names.
+`zoo.tasks_countdown` (`countdown` and its solver), `zoo.tasks_files` (`jsonl`, `hf`: rows in file
+order, seed ignored) and `zoo.tasks_datasets` (the standard math datasets by name: `math`, `gsm8k`,
+`dapo_math`, `deepscaler`, `math500`, `aime24`, `aime25`, `amc23`, `minerva_math`, `olympiadbench`;
+from the hub or a local file/directory). This module imports them all and re-exports their public names.
 """
 from __future__ import annotations
 
@@ -16,15 +17,19 @@ import inspect
 from typing import Any
 
 from zoo.registry import TASKS
-from zoo.tasks_base import SPLITS, Task
+from zoo.tasks_base import SPLITS, Task, check_eval_overlap, eval_overlap, problem_key
 from zoo.tasks_countdown import CountdownTask, expression_steps
-from zoo.tasks_files import Aime24Task, Aime25Task, Gsm8kTask, HFTask, JsonlTask, Math500Task
+from zoo.tasks_datasets import (DATASETS, Aime24Task, Aime25Task, Amc23Task, DapoMathTask, DatasetTask, DeepScaleRTask,
+                                Gsm8kTask, Math500Task, MathTask, MinervaMathTask, OlympiadBenchTask)
+from zoo.tasks_files import HFTask, JsonlTask
 from zoo.tasks_synthetic import (CHARSET, ENUM_LIMIT, ArithTask, SyntheticTask, arith_steps, expression_text,
                                  tokenizer_charset)
 
 __all__ = [
     "SPLITS", "ENUM_LIMIT", "CHARSET", "tokenizer_charset", "Task", "SyntheticTask", "ArithTask", "CountdownTask",
-    "JsonlTask", "HFTask", "Gsm8kTask", "Math500Task", "Aime24Task", "Aime25Task",
+    "JsonlTask", "HFTask", "Gsm8kTask", "Math500Task", "Aime24Task", "Aime25Task", "DatasetTask", "DATASETS",
+    "MathTask", "DapoMathTask", "DeepScaleRTask", "Amc23Task", "MinervaMathTask", "OlympiadBenchTask",
+    "problem_key", "eval_overlap", "check_eval_overlap",
     "expression_text", "arith_steps", "expression_steps", "task_names", "get_task",
 ]
 

@@ -6,8 +6,29 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rewards.combine import RewardFunctions
 from zoo.rollout import HFEngine, TemperatureHook
+from zoo.schema import ConfigError
 from zoo.types import Problem
+
+
+def build_rewards(reward_cfg, task) -> RewardFunctions:
+    """The run's reward functions from the `reward` config section and the task.
+
+    `reward: {name: X}` (or `name: ""` = the task's default reward) is one function; `reward:
+    {functions: [...]}` several, weighted (rewards.combine: the correctness function is the one
+    marked `correctness: true`, else the first). The task's `answer_format` is passed as `formats`
+    to the functions that accept it. `.correctness` (a SafeReward) scores accuracy: rollouts'
+    reward/accuracy, dynamic sampling and every eval."""
+    multi = bool(reward_cfg.functions)
+    try:
+        return RewardFunctions.build(reward_cfg.functions or None, reward_cfg.name or task.reward,
+                                     getattr(task, "answer_format", None))
+    except (KeyError, ValueError) as e:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        if not multi:
+            msg = "name: " + msg.split(": ", 1)[1] if msg.startswith("functions[0]: ") else "name: " + msg
+        raise ConfigError(f"reward.{msg}") from None
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -91,8 +91,13 @@ def _not_causal_reason(cfg) -> str | None:
     return None
 
 
-def load_policy(path: str | Path, dtype: str = "float32", device: str = "auto"):
+def load_policy(path: str | Path, dtype: str = "float32", device: str = "auto", param_dtype: str | None = None):
     """(model, tokenizer) from a local HF causal-LM directory.
+
+    dtype is the compute dtype, param_dtype (default: the same) the dtype the parameters are
+    stored in. When they differ, every forward through `compute_context(model)` (the sampler, the
+    scoring and training forwards) runs under autocast in `dtype` while the optimizer updates
+    `param_dtype` master weights (bf16 compute with fp32 master weights, as TRL and verl do).
 
     Clear errors (naming the path and what was expected) for a missing path (FileNotFoundError),
     a directory without config.json, an unreadable config, a model that is not a causal LM (its
@@ -109,8 +114,10 @@ def load_policy(path: str | Path, dtype: str = "float32", device: str = "auto"):
     if not (p / "config.json").exists():
         raise ModelLoadError(f"model path '{path}' has no config.json: not a Hugging Face model directory "
                              f"({_EXPECTED})")
-    if dtype not in _DTYPES:
-        raise ModelLoadError(f"model dtype '{dtype}' is not one of {', '.join(_DTYPES)}")
+    param_dtype = param_dtype or dtype
+    for what, d in (("dtype", dtype), ("param_dtype", param_dtype)):
+        if d not in _DTYPES:
+            raise ModelLoadError(f"model {what} '{d}' is not one of {', '.join(_DTYPES)}")
     try:
         cfg = AutoConfig.from_pretrained(p, local_files_only=True)
     except Exception as e:  # noqa: BLE001 - bad JSON, no model_type, unknown model_type, ...
@@ -122,7 +129,7 @@ def load_policy(path: str | Path, dtype: str = "float32", device: str = "auto"):
         raise ModelLoadError(f"model path '{path}' is not a causal LM: {why} (model_type: "
                              f"{getattr(cfg, 'model_type', None)}, architectures: {archs}); {_EXPECTED}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=_DTYPES[dtype])
+        model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=_DTYPES[param_dtype])
     except Exception as e:  # noqa: BLE001 - missing / truncated / garbage weight files
         msg = str(e).splitlines()[0] if str(e) else ""
         raise ModelLoadError(f"model path '{path}' ({cfg.model_type}): cannot load the weights "
@@ -137,7 +144,58 @@ def load_policy(path: str | Path, dtype: str = "float32", device: str = "auto"):
         tok.pad_token = tok.eos_token
     model.to(resolve_device(device))
     model.generation_config.pad_token_id = tok.pad_token_id
+    set_compute_dtype(model, dtype)
     return model, tok
+
+
+def set_compute_dtype(model, dtype: str | torch.dtype) -> None:
+    """Record the compute dtype `compute_context(model)` runs forwards in."""
+    model._zoo_compute_dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+
+
+def compute_context(model):
+    """Autocast to the model's compute dtype when its parameters are stored in another one (bf16
+    compute on fp32 master weights); a no-op otherwise. Casts of the weights are cached for the
+    whole context, so one context around a decoding loop casts them once, not per token."""
+    from contextlib import nullcontext
+
+    p = next(model.parameters())
+    cd = getattr(model, "_zoo_compute_dtype", None)
+    if cd is None or cd == p.dtype or not p.is_floating_point():
+        return nullcontext()
+    return torch.autocast(device_type=p.device.type, dtype=cd)
+
+
+def in_compute_dtype(fn):
+    """Decorator: run fn(model, ...) inside `compute_context(model)`."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        with compute_context(model):
+            return fn(model, *args, **kwargs)
+    return wrapper
+
+
+def disable_dropout(model) -> list[str]:
+    """Set every dropout probability in the model to 0 (nn.Dropout modules and the float
+    `*dropout*` attributes attention modules read) and return what was changed. π_old, the ratio
+    and the reference KL compare the same function in different forwards: random dropout masks
+    would make the ratio differ from 1 with no policy change."""
+    changed = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Dropout) and mod.p > 0:
+            changed.append(f"{name or 'model'}.p={mod.p}")
+            mod.p = 0.0
+        for attr, v in list(vars(mod).items()):
+            if "dropout" in attr and isinstance(v, float) and not isinstance(v, bool) and v > 0:
+                changed.append(f"{name or 'model'}.{attr}={v}")
+                setattr(mod, attr, 0.0)
+    cfg = getattr(model, "config", None)
+    for attr in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if isinstance(getattr(cfg, attr, None), float) and getattr(cfg, attr) > 0:
+            setattr(cfg, attr, 0.0)
+    return changed
 
 
 def save_policy(model, tokenizer, out: str | Path, meta: dict | None = None) -> None:

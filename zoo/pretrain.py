@@ -69,15 +69,14 @@ def _batch(seqs, starts, idx, pad):
 
 
 def pretrain(cfg: Config, out: str | Path, log=print) -> dict:
-    from rewards import get_reward
     from zoo.data import get_task
-    from zoo.evaluate import evaluate
+    from zoo.evaluate import build_rewards, evaluate
     from zoo.model import set_threads
 
     pc, out = cfg.pretrain, Path(out)
     set_threads(cfg.train.threads)
     task = get_task(cfg.task.name, **cfg.task.params)
-    reward = get_reward(cfg.reward.name or task.reward)
+    reward = build_rewards(cfg.reward, task).correctness
     avail = task.size("train")
     n_train = min(pc.train_size + pc.eval_n, avail) if avail else pc.train_size + pc.eval_n
     problems = task.problems("train", n_train, pc.seed)

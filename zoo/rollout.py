@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 
 from zoo.kv_cache import _prompt_shared_hidden, _shared_prompts
-from zoo.model import encode_prompts, lm_parts
+from zoo.model import compute_context, encode_prompts, lm_parts
 from zoo.ops import logprobs_and_entropy
 from zoo.sampler import TemperatureHook, filter_logits, generate, sample_from_logp  # noqa: F401
 from zoo.types import Problem, RolloutBatch
@@ -122,19 +122,27 @@ def response_logp_entropy(model, prompt_ids: torch.Tensor, prompt_mask: torch.Te
     pids, pmask = prompt_ids.to(dev), prompt_mask.to(dev)
     rids, m = response_ids.to(dev), response_mask.to(dev)
     h = None
-    if share_prompts and not (getattr(decoder, "gradient_checkpointing", False) and decoder.training):
-        shared = _shared_prompts(pids, pmask)
-        if shared is not None:
-            h = _prompt_shared_hidden(decoder, pids, pmask, rids, m, shared)
-    if h is None:
-        ids = torch.cat([pids, rids], 1)                                       # (B, P+T)
-        am = torch.cat([pmask, m], 1).long()                                   # (B, P+T)
-        pos = (am.cumsum(-1) - 1).clamp(min=0)
-        hidden = decoder(input_ids=ids, attention_mask=am, position_ids=pos).last_hidden_state  # (B, P+T, D)
-        h = hidden[:, P - 1:-1, :]                                             # (B, T, D) predicts response tokens
-    lp, ent = logprobs_and_entropy(h[m], weight, rids[m], temperatures.to(dev)[m],
-                                   chunk_size or None, bias=bias, entropy_temperature=base_temperature,
-                                   entropy_grad=entropy_grad, grad_rows=None if grad_rows is None else grad_rows.to(dev)[m])
+    with compute_context(model):                   # bf16 compute on fp32 master weights, when configured
+        # gradient checkpointing recomputes each layer without a KV cache: the scoring pass then
+        # takes the same unshared path as the training forward, so π_old and π_θ see the same numbers
+        if share_prompts and not getattr(decoder, "gradient_checkpointing", False):
+            shared = _shared_prompts(pids, pmask)
+            if shared is not None:
+                h = _prompt_shared_hidden(decoder, pids, pmask, rids, m, shared)
+        if h is None:
+            ids = torch.cat([pids, rids], 1)                                   # (B, P+T)
+            am = torch.cat([pmask, m], 1).long()                               # (B, P+T)
+            pos = (am.cumsum(-1) - 1).clamp(min=0)
+            hidden = decoder(input_ids=ids, attention_mask=am, position_ids=pos).last_hidden_state  # (B, P+T, D)
+            h = hidden[:, P - 1:-1, :]                                         # (B, T, D) predicts response tokens
+    cd = getattr(model, "_zoo_compute_dtype", weight.dtype)
+    if dev.type != "cpu" and cd.itemsize < weight.dtype.itemsize:
+        weight = weight.to(cd)                     # the LM-head matmul in the compute dtype (fp32 accumulation)
+    with torch.autocast(dev.type, enabled=False):  # the fused op picks its own dtypes; results are fp32
+        lp, ent = logprobs_and_entropy(h[m], weight, rids[m], temperatures.to(dev)[m],
+                                       chunk_size or None, bias=bias, entropy_temperature=base_temperature,
+                                       entropy_grad=entropy_grad,
+                                       grad_rows=None if grad_rows is None else grad_rows.to(dev)[m])
     B, T = response_ids.shape
     logp = torch.zeros(B, T, device=dev, dtype=lp.dtype).masked_scatter(m, lp)  # (B, T)
     entropy = torch.zeros(B, T, device=dev, dtype=ent.dtype).masked_scatter(m, ent)

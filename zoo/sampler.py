@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from zoo.model import in_compute_dtype
 from zoo.kv_cache import (_cache_kw, _get_cache, _preallocate, _rollback, _select_rows, _seq_lengths,
                           _shared_prompts)
 
@@ -97,6 +98,7 @@ def _compile_failed(model, e: Exception) -> None:
 
 
 @torch.no_grad()
+@in_compute_dtype
 def generate(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
              temperature_hook: TemperatureHook | None = None, generator: torch.Generator | None = None,

@@ -24,11 +24,22 @@ class ConfigError(ValueError):
 # The tree
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapters through peft (`pip install -e ".[lora]"`); r = 0 trains the full model."""
+    r: int = 0                      # adapter rank; 0 = off
+    alpha: float = 16.0             # scaling = alpha / r
+    dropout: float = 0.0            # LoRA dropout; > 0 makes π_old differ from π_θ by noise (logged)
+    target_modules: tuple = ()      # () = every linear layer except the LM head (peft's "all-linear")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name_or_path: str = "runs/base/tiny-countdown"  # a local HF causal-LM dir; built by `zoo pretrain` if missing under runs/
-    dtype: str = "float32"          # float32 | bfloat16 | float16 (entropy and log-probs are always fp32)
+    dtype: str = "float32"          # compute dtype: float32 | bfloat16 | float16 (entropy and log-probs are always fp32)
+    param_dtype: str = "float32"    # trainable parameters and optimizer state; bfloat16 loses small updates (warned)
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     chunk_size: int = 0             # rows per log-prob/entropy chunk; 0 = auto
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass(frozen=True)
@@ -51,16 +62,20 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    name: str = "countdown"         # countdown | arith | jsonl | gsm8k | math500 | hf
+    name: str = "countdown"         # countdown | arith | jsonl | hf | a named dataset: math, gsm8k, math500, aime24, ... (zoo list)
     params: dict = field(default_factory=dict)  # task constructor kwargs (path, n_numbers, ...)
     train_size: int = 10000         # capped at the task's train split (countdown defaults: 11,115)
     eval_size: int = 500
     seed: int = 1234
+    allow_eval_overlap: bool = False  # train/compare refuse a task whose training rows include eval rows unless true
 
 
 @dataclass(frozen=True)
 class RewardConfig:
-    name: str = ""                  # "" = the task's default reward (zoo list shows the names)
+    name: str = ""                  # one function (shorthand); "" = the task's default reward (zoo list shows the names)
+    functions: tuple = ()           # several: [{name: math, weight: 1.0}, {name: format, weight: 0.1, params: {...}}];
+                                    # the correctness function (accuracy, dynamic sampling) is the one marked
+                                    # correctness: true, else the first; each logged as reward/<name>
 
 
 @dataclass(frozen=True)
@@ -111,6 +126,7 @@ class TrainConfig:
     max_bad_steps: int = 3          # consecutive non-finite steps before the run stops
     old_logp: str = "rescore"       # π_old: rescore (a scoring forward) | rollout (the built-in sampler's records)
     sparse_backward: bool = True    # LM-head backward only over tokens with non-zero weight, when nothing else needs the rest
+    gradient_checkpointing: bool = False  # recompute each layer in the backward (memory for long responses)
 
 
 @dataclass(frozen=True)

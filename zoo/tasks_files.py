@@ -1,13 +1,14 @@
-"""File tasks: JSONL and `datasets` loaders with field mappings, and the named benchmark tasks.
+"""File tasks: JSONL and `datasets` loaders with field mappings (the named datasets, `gsm8k`,
+`math500`, ..., are in `zoo.tasks_datasets`, built on `_RowTask`).
 
-Tasks `jsonl`, `hf` and the JSONL presets `gsm8k`, `math500`, `aime24`, `aime25` return rows in
-file order; `n` = 0 or None means all rows; the seed is ignored (every run evaluates the same
-rows). "train" reads `train_path` (`train_split` for `hf`) when given, otherwise the same rows as
-"eval".
+Tasks `jsonl` and `hf` return rows in file order; `n` = 0 or None means all rows; the seed is
+ignored (every run evaluates the same rows). "train" reads `train_path` (`train_split` for `hf`)
+when given, otherwise the same rows as "eval" (which `zoo train` / `zoo compare` refuse unless
+`task.allow_eval_overlap: true`). `answer_format` declares the answer formats the prompts ask for
+(names of `rewards.extract.FORMATS`); the reward functions that accept `formats` get it.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from pathlib import Path
@@ -23,7 +24,8 @@ class _RowTask(Task):
 
     def __init__(self, prompt_field: str = "problem", answer_field: str = "answer",
                  answer_pattern: str | None = None, prompt_template: str = "{prompt}\n", reward: str = "math",
-                 solution_field: str | None = None, id_field: str | None = None, strip_commas: bool = False):
+                 solution_field: str | None = None, id_field: str | None = None, strip_commas: bool = False,
+                 answer_format: Any = None):
         if "{prompt}" not in prompt_template:
             raise ValueError(f"prompt_template must contain '{{prompt}}', got {prompt_template!r}")
         self.prompt_field, self.answer_field = prompt_field, answer_field
@@ -33,12 +35,18 @@ class _RowTask(Task):
             raise ValueError(f"answer_pattern needs a capture group (group 1 = gold): {answer_pattern!r}")
         self.prompt_template, self.reward = prompt_template, reward
         self.solution_field, self.id_field, self.strip_commas = solution_field, id_field, strip_commas
+        self.answer_format = answer_format
+
+    def _fields(self, row: dict) -> tuple[str, str, str | None, str | None]:
+        """(prompt, answer, solution, id) field names for this row (subclasses pick among candidates)."""
+        return self.prompt_field, self.answer_field, self.solution_field, self.id_field
 
     def _row_problem(self, row: Any, source: str, rowno: int) -> Problem:
         where = f"{source}, row {rowno}"
         if not isinstance(row, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
         fields = ", ".join(sorted(map(str, row))) or "(none)"
+        prompt_field, answer_field, solution_field, id_field = self._fields(row)
 
         def get(field: str, numeric_ok: bool = False) -> str:
             if field not in row:
@@ -51,19 +59,19 @@ class _RowTask(Task):
                                  f"available fields: {fields}")
             return val
 
-        prompt = get(self.prompt_field)
-        answer = get(self.answer_field, numeric_ok=True)
+        prompt = get(prompt_field)
+        answer = get(answer_field, numeric_ok=True)
         if self._answer_re is not None:
             m = self._answer_re.search(answer)
             if m is None or m.group(1) is None:
-                raise ValueError(f"{where}: field {self.answer_field!r} does not match answer_pattern "
+                raise ValueError(f"{where}: field {answer_field!r} does not match answer_pattern "
                                  f"{self.answer_pattern!r}: {answer[-80:]!r}")
             answer = m.group(1)
         answer = answer.strip()
         if self.strip_commas:
             answer = re.sub(r"(?<=\d),(?=\d{3}\b)", "", answer)
-        solution = get(self.solution_field) if self.solution_field else None
-        pid = str(row[self.id_field]) if self.id_field and self.id_field in row else f"{rowno}"
+        solution = get(solution_field) if solution_field else None
+        pid = str(row[id_field]) if id_field and id_field in row else f"{rowno}"
         return Problem(prompt=self.prompt_template.replace("{prompt}", prompt), answer=answer, solution=solution,
                        id=f"{self.name}:{pid}", meta={"source": source, "row": rowno})
 
@@ -75,6 +83,23 @@ class _RowTask(Task):
         if n > len(rows):
             raise ValueError(f"{what} holds only {len(rows)} problems; asked for {n}")
         return rows[:n]
+
+
+def read_jsonl(path: str | Path, task: str = "jsonl") -> list[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line; clear errors for a missing file / bad JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"task {task!r}: no such file {str(path)!r}")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for rowno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append((rowno, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, row {rowno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    return out
 
 
 @TASKS.register("jsonl")
@@ -92,9 +117,9 @@ class JsonlTask(_RowTask):
     def __init__(self, path: str | Path, prompt_field: str = "problem", answer_field: str = "answer",
                  answer_pattern: str | None = None, prompt_template: str = "{prompt}\n", reward: str = "math",
                  train_path: str | Path | None = None, solution_field: str | None = None,
-                 id_field: str | None = None, strip_commas: bool = False):
+                 id_field: str | None = None, strip_commas: bool = False, answer_format: Any = None):
         super().__init__(prompt_field, answer_field, answer_pattern, prompt_template, reward, solution_field,
-                         id_field, strip_commas)
+                         id_field, strip_commas, answer_format)
         self.path = Path(path)
         self.train_path = Path(train_path) if train_path is not None else None
         self._cache: dict[Path, list[Problem]] = {}
@@ -104,18 +129,7 @@ class JsonlTask(_RowTask):
         path = Path(path)
         if path in self._cache:
             return self._cache[path]
-        if not path.is_file():
-            raise FileNotFoundError(f"task {self.name!r}: no such file {str(path)!r}")
-        out: list[Problem] = []
-        with open(path, encoding="utf-8") as f:
-            for rowno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}, row {rowno}: invalid JSON ({e.msg} at column {e.colno})") from None
-                out.append(self._row_problem(row, str(path), rowno))
+        out = [self._row_problem(row, str(path), rowno) for rowno, row in read_jsonl(path, self.name)]
         self._cache[path] = out
         return out
 
@@ -130,34 +144,6 @@ class JsonlTask(_RowTask):
 
     def size(self, split: str) -> int | None:
         return len(self.load(self._file(split)))
-
-
-def _preset(name: str, cls_name: str, doc: str, **fixed: Any) -> type[JsonlTask]:
-    """A JsonlTask subclass whose field mapping defaults to `fixed` (still overridable)."""
-
-    def __init__(self, path: str | Path, **kw: Any) -> None:
-        JsonlTask.__init__(self, path, **{**fixed, **kw})
-
-    base = inspect.signature(JsonlTask.__init__)
-    __init__.__signature__ = base.replace(parameters=[  # type: ignore[attr-defined]
-        p.replace(default=fixed.get(p.name, p.default)) for p in base.parameters.values()])
-    cls = type(cls_name, (JsonlTask,), {"name": name, "__doc__": doc, "__init__": __init__, "__module__": __name__})
-    __init__.__qualname__ = f"{cls_name}.__init__"
-    TASKS.add(name, cls)
-    return cls
-
-
-Gsm8kTask = _preset("gsm8k", "Gsm8kTask",
-                    "GSM8K JSONL (question, answer ending '#### N'); gold = N without thousands commas.",
-                    prompt_field="question", answer_field="answer", answer_pattern=r"####\s*(.+)$",
-                    strip_commas=True)
-Math500Task = _preset("math500", "Math500Task", "MATH-500 JSONL (problem, solution, answer, unique_id).",
-                      prompt_field="problem", answer_field="answer", solution_field="solution",
-                      id_field="unique_id")
-Aime24Task = _preset("aime24", "Aime24Task", "AIME 2024 JSONL (id, problem, answer).", prompt_field="problem",
-                     answer_field="answer", id_field="id")
-Aime25Task = _preset("aime25", "Aime25Task", "AIME 2025 JSONL (problem, answer).", prompt_field="problem",
-                     answer_field="answer")
 
 
 @TASKS.register("hf")
@@ -175,9 +161,9 @@ class HFTask(_RowTask):
                  prompt_field: str = "problem", answer_field: str = "answer", answer_pattern: str | None = None,
                  prompt_template: str = "{prompt}\n", reward: str = "math", train_split: str | None = None,
                  solution_field: str | None = None, id_field: str | None = None, strip_commas: bool = False,
-                 data_files: Any = None, cache_dir: str | None = None):
+                 data_files: Any = None, cache_dir: str | None = None, answer_format: Any = None):
         super().__init__(prompt_field, answer_field, answer_pattern, prompt_template, reward, solution_field,
-                         id_field, strip_commas)
+                         id_field, strip_commas, answer_format)
         self.name_or_path, self.split, self.config = name_or_path, split, config
         self.train_split, self.data_files, self.cache_dir = train_split, data_files, cache_dir
         self._cache: dict[str, list[Problem]] = {}

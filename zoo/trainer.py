@@ -25,8 +25,9 @@ from zoo.data import get_task
 from zoo.distributed import DistReducer, make_accelerator
 from zoo.evaluate import evaluate
 from zoo.logging import MetricsLogger, NullLogger
-from zoo.model import load_policy, save_policy, set_threads
+from zoo.model import set_threads
 from zoo.objectives import build_strategies, get_base, overlong_penalty
+from zoo.policy import build_policy, trainable_parameters
 from zoo.pretrain import ensure_base_model
 from zoo.rollout import HFEngine, response_logp_entropy
 from zoo.run_state import RunState
@@ -50,26 +51,26 @@ class Trainer(UpdatePhase, RunState):
         if cfg.rollout.prompts_per_step < self.world:
             raise ConfigError(f"rollout.prompts_per_step ({cfg.rollout.prompts_per_step}) must be >= the number of "
                               f"processes ({self.world}): each rank samples whole groups")
-        from rewards import get_reward
+        from zoo.data import check_eval_overlap
+        from zoo.evaluate import build_rewards
 
         self.task = get_task(cfg.task.name, **cfg.task.params)
-        self.reward_fn = get_reward(cfg.reward.name or self.task.reward)
+        self.rewards = build_rewards(cfg.reward, self.task)    # reward.functions, weighted, each guarded
+        self.reward_fn = self.rewards.correctness             # accuracy (rollouts, dynamic sampling, evals)
         avail = self.task.size("train")
         self.train_problems = self.task.problems("train", min(cfg.task.train_size, avail or cfg.task.train_size),
                                                  cfg.task.seed)
         self.eval_problems = self.task.problems("eval", cfg.eval.n or cfg.task.eval_size, cfg.task.seed)
+        check_eval_overlap(self.train_problems, self.eval_problems, cfg.task, log=self.print)  # no silent leakage
         if self.is_main:
             model_path = ensure_base_model(cfg, log=log)
         self.reduce.barrier()                               # rank 0 may have pretrained the base model
         if not self.is_main:
             model_path = ensure_base_model(cfg, log=self.print)
         device = str(self.acc.device) if self.acc else cfg.model.device
-        self.model, self.tok = load_policy(model_path, cfg.model.dtype, device)
+        self.policy = build_policy(cfg, model_path, device, log=self.print)   # precision, LoRA, reference
+        self.model, self.tok = self.policy.model, self.policy.tok
         self.device = next(self.model.parameters()).device
-        self.ref = None
-        if cfg.algorithm.kl_coef > 0:
-            self.ref, _ = load_policy(model_path, cfg.model.dtype, device)
-            self.ref.eval().requires_grad_(False)
         self.base = get_base(cfg.algorithm.base)
         self.strategies = build_strategies(cfg.algorithm)
         for s in self.strategies:
@@ -78,7 +79,7 @@ class Trainer(UpdatePhase, RunState):
         scorer = PolicyScorer(self.model)
         self.train_forward = self.acc.prepare(scorer) if self.acc else scorer
         t = cfg.train
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
+        self.opt = torch.optim.AdamW(trainable_parameters(self.model), lr=t.lr, betas=(t.beta1, t.beta2),
                                      weight_decay=t.weight_decay)
         total = t.steps * t.minibatches * t.epochs
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: _lr_factor(s, total, t.warmup_steps, t.lr_schedule))
@@ -122,7 +123,8 @@ class Trainer(UpdatePhase, RunState):
             last_eval = self.run_eval(self.step_idx)
             self.save()
             if self.is_main:
-                save_policy(self.model, self.tok, self.out / "final", meta={"step": self.step_idx})
+                self.model = self.policy.save_final(self.out / "final", meta={"step": self.step_idx})
+                self.engine.model = self.model
             self.reduce.barrier()
         finally:
             self.logger.close()
@@ -180,7 +182,8 @@ class Trainer(UpdatePhase, RunState):
         """
         r, a, red = self.cfg.rollout, self.cfg.algorithm, self.reduce
         t0, kept, rounds, m = time.perf_counter(), [], 0, {}
-        reward_s, rounds_seen, sums = 0.0, [], torch.zeros(7, dtype=torch.float64)
+        names = self.rewards.names                    # sums: 7 counters, then each reward function's total
+        reward_s, rounds_seen, sums = 0.0, [], torch.zeros(7 + len(names), dtype=torch.float64)
         lo, hi = rank_share(r.prompts_per_step, self.rank, self.world)
         self.engine.sync_weights(self.model)          # the engine samples from the current policy
         while True:
@@ -190,16 +193,19 @@ class Trainer(UpdatePhase, RunState):
                                    generator=self.gen, group_offset=rounds * r.prompts_per_step + lo,
                                    stop_at_eos=not r.ignore_eos)
             tr = time.perf_counter()
-            correct = torch.tensor([float(x) for x in self.reward_fn(b.texts, [p.answer for p in b.problems])])
+            sc = self.rewards(b.texts, [p.answer for p in b.problems])     # every function, weighted
+            correct = torch.tensor(sc.correct, dtype=torch.float32)          # the correctness function
             reward_s += time.perf_counter() - tr
-            faults = getattr(self.reward_fn, "last_stats", None) or {}     # samples scored 0 by a failing verifier
-            rew = correct + overlong_penalty(b.lengths, r.max_new_tokens, a.overlong_buffer, a.overlong_penalty)
+            faults = self.rewards.last_stats                  # samples scored 0 by a failing reward, all functions
+            rew = (torch.tensor(sc.total, dtype=torch.float32)
+                   + overlong_penalty(b.lengths, r.max_new_tokens, a.overlong_buffer, a.overlong_penalty))
             sums += torch.tensor([len(b.texts), float(b.lengths.sum()), float(correct.sum()),
                                   float(b.truncated.float().sum()), 0.0, faults.get("errors", 0),
-                                  faults.get("timeouts", 0)], dtype=torch.float64)
+                                  faults.get("timeouts", 0)] + [float(sum(sc.values[n])) for n in names],
+                                 dtype=torch.float64)
             rounds_seen.append(b)
-            if a.dynamic_sampling:
-                g = rew.view(-1, r.group_size)                                           # (groups, G)
+            if a.dynamic_sampling:   # DAPO / 80-20 recipes: drop groups whose CORRECTNESS is all equal
+                g = correct.view(-1, r.group_size)                                       # (groups, G)
                 informative = g.max(-1).values > g.min(-1).values                        # not all equal
                 sums[4] += float((~informative).sum())
                 idx = [i for i in range(len(b.texts)) if informative[i // r.group_size]]
@@ -214,7 +220,8 @@ class Trainer(UpdatePhase, RunState):
         seen = cat_batches(rounds_seen, self.tok.pad_token_id)
         for s in self.strategies:
             s.on_rollout(seen)
-        n_samples, n_tokens, n_correct, n_trunc, dropped, r_errors, r_timeouts = red.sum(sums).tolist()
+        totals = red.sum(sums).tolist()
+        n_samples, n_tokens, n_correct, n_trunc, dropped, r_errors, r_timeouts = totals[:7]
         self.budget["samples"] += int(n_samples)
         self.budget["tokens"] += int(n_tokens)
         m.update({"reward/accuracy": n_correct / n_samples, "rollout/response_length": n_tokens / n_samples,
@@ -222,6 +229,7 @@ class Trainer(UpdatePhase, RunState):
                   "rollout/dropped_groups": int(dropped), "budget/samples": self.budget["samples"],
                   "budget/tokens": self.budget["tokens"], "perf/reward_seconds": reward_s,
                   "reward/errors": int(r_errors), "reward/timeouts": int(r_timeouts)})
+        m.update({f"reward/{n}": v / n_samples for n, v in zip(names, totals[7:])})   # each function, unweighted
         if n_groups == 0:
             m["perf/rollout_seconds"] = time.perf_counter() - t0 - reward_s
             return None, m
@@ -256,7 +264,10 @@ class Trainer(UpdatePhase, RunState):
             old_logp, entropy = b.logp * b.response_mask, b.entropy * b.response_mask
         else:
             old_logp, entropy = self._forward(self.model, b)
-        ref = self._forward(self.ref, b)[0] if self.ref is not None else None
+        ref = None
+        if self.cfg.algorithm.kl_coef > 0:
+            with self.policy.reference() as ref_model:    # a frozen copy, or the policy without its adapters
+                ref = self._forward(ref_model, b)[0]
         return Scored(b, rewards, correct, advantages, old_logp, entropy, ref)
 
     def _forward(self, model, b: RolloutBatch, idx=None):

@@ -121,6 +121,8 @@ class UpdatePhase:
                     rows_nz = None
                 logp, ent = self._train_forward(b, [idx[i] for i in sel.tolist()], rows_nz)
                 mctx = slice_ctx(ctx, sel, logp, ent)
+                if first:   # π_old = this forward's own detached log-prob: the ratio is exactly 1 by
+                    mctx.old_logp = logp.detach()   # construction (bf16, checkpointing, LoRA alike)
                 loss, loss_mat = self._micro_batch_loss(mctx, weights[sel], denom)
                 (loss * self.world).backward()           # DDP averages over ranks: the step loss is their sum
             with torch.no_grad():
