@@ -8,6 +8,14 @@ With r = exp(logp - old_logp) and sg the stop-gradient, the clipped tokens keep 
 and, as in the paper, dual clip for A < 0: ℓ = min(ℓ, -c·A), c = 10.
 Defaults β1 = 0.5, β2 = 1 (the paper's 7B runs use β1 = 0.75); ε are the algorithm's clip_low /
 clip_high (0.2 in the paper). β1 = β2 = 0 gives the plain clipped surrogate's gradient.
+Checked against the authors' code (github.com/Kwai-Klear/CE-GPPO @ 10558fe): the loss is
+verl/trainer/ppo/core_algos.py:531-620 (`compute_gppo_loss_general_beta`: the three cases with
+(1∓ε)/sg(r)·r, then dual clip `clip_ratio_c` for A < 0); the recipes
+recipe/dapo/1_5B_perf_run_gppo_v1_beta1_05_beta2_1_ours_math.sh and 7B_..._beta1_075_... set
+clip 0.2/0.2 (:25-27), overlong shaping OFF (:32 enable_overlong_buffer=False), dynamic sampling on
+accuracy (:38-39), token-mean (:36), c = 10 (:106), β1 0.5 / 0.75 and β2 1 (:131-132), and 128 prompts
+in minibatches of 16 (:41, :46): 8 optimizer steps per rollout batch. The clipped branches and the
+dual clip act only from the second optimizer step on a rollout batch (`needs_offpolicy_ratio`).
 """
 from __future__ import annotations
 
@@ -36,10 +44,12 @@ def ce_gppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.T
 class CEGPPO(Strategy):
     beta1: float = 0.5              # A < 0, r < 1-ε (paper 7B: 0.75)
     beta2: float = 1.0              # A > 0, r > 1+ε
-    dual_clip: float = 10.0         # c
+    dual_clip: float = 10.0         # c (its recipes' clip_ratio_c; algorithm.clip_ratio_c is not used here)
 
     token_level = True
     replaces_policy_loss = True
+    needs_offpolicy_ratio = True
+    offpolicy_mechanism = "the gradient-preserving clipped branches (β1, β2) and the dual clip"
 
     def validate(self) -> None:
         if self.beta1 < 0 or self.beta2 < 0:

@@ -10,7 +10,10 @@ Clip-Cov (Eq. 10): candidates ω_low < Cov < ω_high (ω = 1, 5) that the PPO cl
     on every rerun. The rest of the loss is the base's clipped surrogate.
 KL-Cov (Eq. 11): the top max(1, floor(k·N)) tokens by Cov get ℓ = -r·A + β·|logp - old_logp|, all
     others ℓ = -r·A; no ratio clipping. k = 2e-3 (7B) / 2e-4 (32B), β = 1 (verl's default 0.1; its
-    recipes use 1).
+    recipes use 1). Exactly k tokens, chosen as verl does (`ties: topk`, default): torch.topk(k) over the
+    valid tokens' Cov in row-major order on CPU (verl@b178a3c verl/trainer/ppo/core_algos.py:1604-1619,
+    `k_percent_nums = max(1, int(len(cov_lst_all) * kl_cov_ratio))`, `torch.topk(cov_lst_all, ...)`), so
+    ties at the k-th value are broken by torch.topk's order; `ties: keep` (ours) keeps every tie.
 Differences from verl (compute_policy_loss_clip_cov / _kl_cov): verl selects per micro-batch; we
 select over the whole optimizer step (equal on a single micro-batch, cross-checked by
 tests/crosscheck), and over all ranks: the Clip-Cov draw is the single-process one on any number of
@@ -70,15 +73,30 @@ def clip_cov_mask(cov: torch.Tensor, mask: torch.Tensor, already_clipped: torch.
     return out
 
 
-def kl_cov_mask(cov: torch.Tensor, mask: torch.Tensor, ratio: float, reduce: Reducer | None = None) -> torch.Tensor:
-    """The top max(1, floor(ratio·N)) valid tokens by Cov (global threshold; ties at it all kept). (B, T) bool."""
+def kl_cov_mask(cov: torch.Tensor, mask: torch.Tensor, ratio: float, reduce: Reducer | None = None,
+                ties: str = "topk") -> torch.Tensor:
+    """The top max(1, floor(ratio·N)) valid tokens by Cov over all ranks. (B, T) bool.
+
+    ties = "topk": exactly that many, the indices torch.topk returns on the valid values listed in
+    row-major order (rank 0's rows first), on CPU, as verl; "keep": every token >= the k-th value."""
     reduce = reduce or Reducer()
     mask = mask.bool()
     n = int(reduce.sum(mask.sum()).item())
-    thr = reduce.topk_threshold(cov, mask, select_count(ratio, n))
-    if thr is None:
-        return torch.zeros_like(mask)
-    return (cov >= thr) & mask                                           # (B, T)
+    if ties == "keep":
+        thr = reduce.topk_threshold(cov, mask, select_count(ratio, n))
+        if thr is None:
+            return torch.zeros_like(mask)
+        return (cov >= thr) & mask                                       # (B, T)
+    idx = mask.flatten().nonzero().squeeze(-1)                           # this rank's valid positions, row-major
+    vals = reduce.gather(cov.detach().flatten()[idx].float().cpu())      # every rank's, in rank order
+    out = torch.zeros_like(mask)
+    if vals.numel() == 0:
+        return out
+    first, _ = reduce.offset(idx.numel())
+    top = torch.topk(vals, min(select_count(ratio, n), vals.numel()), largest=True).indices
+    mine = top[(top >= first) & (top < first + idx.numel())] - first
+    out.view(-1)[idx[mine.to(idx.device)]] = True
+    return out
 
 
 def kl_cov_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, selected: torch.Tensor,
@@ -133,9 +151,12 @@ class ClipCov(Strategy):
 class KLCov(Strategy):
     ratio: float = 2e-3             # k (7B; 2e-4 for 32B)
     coef: float = 1.0               # β
+    ties: str = "topk"              # topk: exactly k, torch.topk's order (verl) | keep: every tie at the k-th value
 
     token_level = True
     replaces_policy_loss = True
+    needs_offpolicy_ratio = True
+    offpolicy_mechanism = "the |log π_θ - log π_old| penalty on the top-k covariance tokens"
 
     def __post_init__(self) -> None:
         self._step_sel: torch.Tensor | None = None                       # (B_step, T) selection of this step
@@ -146,10 +167,12 @@ class KLCov(Strategy):
             raise ValueError(f"kl_cov: ratio must be in (0, 1], got {self.ratio}")
         if self.coef < 0:
             raise ValueError(f"kl_cov: coef must be >= 0, got {self.coef}")
+        if self.ties not in ("topk", "keep"):
+            raise ValueError(f"kl_cov: ties must be topk or keep, got {self.ties!r}")
 
     def _select(self, ctx: TokenContext) -> torch.Tensor:
         cov = token_covariance(ctx.logp, ctx.advantages, ctx.mask, ctx.reduce)
-        return kl_cov_mask(cov, ctx.mask, self.ratio, ctx.reduce)
+        return kl_cov_mask(cov, ctx.mask, self.ratio, ctx.reduce, self.ties)
 
     def token_weights(self, ctx: TokenContext) -> None:
         # step-level hook: select over the whole optimizer step, applied per micro-batch in policy_loss

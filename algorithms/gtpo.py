@@ -1,19 +1,26 @@
 """GTPO and GRPO-S: entropy-weighted token / sequence rewards (Tan et al. 2025, "GTPO and GRPO-S:
-Token and Sequence-Level Reward Shaping with Policy Entropy", arXiv 2508.04349, Sec. 3.1-3.2,
-Eq. 3-8). Our reading of the sketch in ALGORITHMS.md; correct = R_i above its group mean (O+),
-wrong = below (O-).
+Token and Sequence-Level Reward Shaping with Policy Entropy", arXiv 2508.04349, Sec. 2.1-2.2, Eq. 3-7).
+Correct = R_i above its group mean (O+), wrong = below (O-).
 
-GTPO (token level), per group, at each position t, with n±_t = #responses of O± valid at t:
-    r̃_{i,t} = α1·R_i + α2 · n+_t · H_{i,t} / Σ_{k∈O+} H_{k,t}                 i ∈ O+   (Eq. 3)
-    r̃_{i,t} = α1·R_i - α2 · n-_t · H⁻¹_{i,t} / Σ_{k∈O-} H⁻¹_{k,t}             i ∈ O-   (Eq. 4)
-(H⁻¹ = 1 / max(H, 1e-6): confident wrong tokens are penalised most), then z-normalised over the
-valid tokens of the group: A_{i,t} = (r̃_{i,t} - mean) / (std + 1e-4)                (Eq. 5)
-GRPO-S (sequence level), Ĥ_i = mean_t H_{i,t}:
-    r̂_i = α1·R_i + α2 · |O+| · Ĥ_i / Σ_{k∈O+} Ĥ_k  (i ∈ O+),  α1·R_i - α2·|O-|·Ĥ_i⁻¹ / Σ_{k∈O-} Ĥ_k⁻¹  (i ∈ O-)
-    A_i = z-normalised r̂ over the group's responses (std with G-1), broadcast over tokens (Eq. 7-8)
-Defaults α1 = 1, α2 = 0.1. A group whose rewards are all equal keeps A = 0. These replace the base
-advantages (the base's own normalisation is redone here). α2 = 0 reproduces the GRPO advantages
-(GRPO-S exactly; GTPO up to the std being taken over tokens rather than responses).
+GTPO (token level), per group, at each position t, with d_t / h_t = #responses of O+ / O- valid at t:
+    r̃+_{i,t} = α1·R_i + α2 · d_t · H_{i,t} / Σ_{k∈O+} H_{k,t}                   i ∈ O+   (Eq. 3)
+    r̃-_{j,t} = α1·(-1) - α2 · h_t · H⁻¹_{j,t} / Σ_{k∈O-} H⁻¹_{k,t}              j ∈ O-   (Eq. 5)
+(H⁻¹ = 1 / max(H, 1e-6): confident wrong tokens are penalised most). The wrong responses' base reward
+is -1 in Eq. 5 (`neg_reward: -1.0`, default; `null` = α1·R_i, our earlier reading, 0 for our 0/1
+rewards); with α1 + α2 = 1 each position's rewards then sum to d_t and -h_t (Prop. 2.2).
+Advantage: z-normalised over the valid tokens of the group, A = (r̃ - mean) / (std + 1e-4) (our
+reading of Eq. 6). GRPO-S (sequence level), Ĥ_i = mean_t H_{i,t}:
+    r̂_i = α1·R_i + α2 · |O+| · Ĥ_i / Σ_{k∈O+} Ĥ_k  (i ∈ O+),  α1·(-1) - α2·|O-|·Ĥ_i⁻¹ / Σ_{k∈O-} Ĥ_k⁻¹  (i ∈ O-)
+    A_i = z-normalised r̂ over the group's responses (std with G-1), broadcast over tokens.
+Defaults α1 = 1, α2 = 0.1 (the paper's experiments). A group whose rewards are all equal keeps A = 0.
+These replace the base advantages. α2 = 0 reproduces the GRPO advantages for 0/1 rewards (GRPO-S exactly;
+GTPO up to the std being taken over tokens rather than responses).
+What was checked: the paper's text was not reachable from here; Eq. 3 and 5 (the -1 base reward of O-,
+the position counts d_t, h_t and the inverse-entropy share) and Prop. 2.2 are as transcribed in a
+third-party port that quotes them (textpolicy, `compute_gtpo_shaped_rewards`), whose hand values
+tests/test_fidelity.py reproduces. That port reads Eq. 6 as normalising O+ and O- SEPARATELY, which
+would cancel the α1 outcome term within each set (no signal that a correct response beats a wrong
+one); we keep the joint per-group normalisation and flag this as unverified.
 """
 from __future__ import annotations
 
@@ -33,20 +40,29 @@ def _polarity(rewards: torch.Tensor, group_ids: torch.Tensor):
     return rewards.float() > mean, rewards.float() < mean               # O+, O- (B,) bool
 
 
+def _base_rewards(rewards: torch.Tensor, neg: torch.Tensor, neg_reward: float | None) -> torch.Tensor:
+    """R_i, with the wrong responses' reward replaced by neg_reward (Eq. 5: -1) unless None. (B,)"""
+    r = rewards.float().clone()
+    if neg_reward is not None:
+        r[neg] = float(neg_reward)
+    return r
+
+
 def gtpo_advantages(rewards: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor,
-                    alpha1: float = 1.0, alpha2: float = 0.1) -> torch.Tensor:
-    """Token-level entropy-shaped advantages (Eq. 3-5). (B, T)"""
+                    alpha1: float = 1.0, alpha2: float = 0.1, neg_reward: float | None = -1.0) -> torch.Tensor:
+    """Token-level entropy-shaped advantages (Eq. 3, 5, then per-group z-normalisation). (B, T)"""
     mask = mask.bool()
     m = mask.float()                                                     # (B, T)
     H = entropy.detach().float() * m                                     # (B, T)
     pos, neg = _polarity(rewards, group_ids)
+    base = _base_rewards(rewards, neg, neg_reward)                       # (B,)
     out = torch.zeros_like(H)                                            # (B, T)
     for g in torch.unique(group_ids):
         rows = group_ids == g
         P, N = (rows & pos), (rows & neg)
         if not (P.any() or N.any()):
             continue                                                     # all rewards equal: no signal
-        r = alpha1 * rewards.float()[:, None] * m                        # (B, T)
+        r = alpha1 * base[:, None] * m                                   # (B, T)
         if P.any():
             mp = m * P[:, None]                                          # (B, T) valid tokens of O+
             share = H * mp / (H * mp).sum(0, keepdim=True).clamp(min=1e-12)   # H / Σ_{k∈O+} H at t
@@ -64,13 +80,13 @@ def gtpo_advantages(rewards: torch.Tensor, entropy: torch.Tensor, mask: torch.Te
 
 
 def grpo_s_advantages(rewards: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor,
-                      alpha1: float = 1.0, alpha2: float = 0.1) -> torch.Tensor:
+                      alpha1: float = 1.0, alpha2: float = 0.1, neg_reward: float | None = -1.0) -> torch.Tensor:
     """Sequence-level entropy-shaped advantages (Eq. 6-8), broadcast over valid tokens. (B, T)"""
     mask = mask.bool()
     m = mask.float()
     Hs = ops.masked_mean(entropy.detach().float(), mask, dim=-1)         # (B,) mean H per response
     pos, neg = _polarity(rewards, group_ids)
-    r = alpha1 * rewards.float().clone()                                 # (B,)
+    r = alpha1 * _base_rewards(rewards, neg, neg_reward)                 # (B,)
     for g in torch.unique(group_ids):
         rows = group_ids == g
         P, N = rows & pos, rows & neg
@@ -89,6 +105,7 @@ def grpo_s_advantages(rewards: torch.Tensor, entropy: torch.Tensor, mask: torch.
 class _Shaped(Strategy):
     alpha1: float = 1.0
     alpha2: float = 0.1
+    neg_reward: float | None = -1.0     # base reward of wrong responses (Eq. 5: -1); None = their own R_i
 
     def validate(self) -> None:
         if self.alpha1 <= 0 or self.alpha2 < 0:
@@ -105,7 +122,8 @@ class GTPO(_Shaped):
     token_level = True
 
     def shape_advantages(self, ctx: TokenContext) -> torch.Tensor:
-        return gtpo_advantages(ctx.rewards, ctx.entropy, ctx.mask, ctx.group_ids, self.alpha1, self.alpha2)
+        return gtpo_advantages(ctx.rewards, ctx.entropy, ctx.mask, ctx.group_ids, self.alpha1, self.alpha2,
+                               self.neg_reward)
 
 
 @register_strategy("grpo_s", description="GRPO-S: sequence rewards weighted by each response's mean entropy.",
@@ -114,4 +132,5 @@ class GRPOS(_Shaped):
     token_level = False             # one value per response: fine on a sequence-level base (GSPO)
 
     def shape_advantages(self, ctx: TokenContext) -> torch.Tensor:
-        return grpo_s_advantages(ctx.rewards, ctx.entropy, ctx.mask, ctx.group_ids, self.alpha1, self.alpha2)
+        return grpo_s_advantages(ctx.rewards, ctx.entropy, ctx.mask, ctx.group_ids, self.alpha1, self.alpha2,
+                                 self.neg_reward)

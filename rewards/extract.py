@@ -18,6 +18,8 @@ Formats (``FORMATS``), each a way a model marks its final answer:
 - ``the_answer_is``: "the (final) answer is X" up to the end of its sentence; X must not be prose
   ("the answer is correct" is no answer).
 - ``gsm8k``: ``#### X`` (the rest of the line).
+- ``answer_tag``: the last ``<answer> X </answer>`` (R1-Zero's format; a box inside it wins). Named
+  only: ``auto`` does not look for it.
 - ``think``: a modifier, combined with the others: only the text after the last ``</think>`` is
   considered (no ``</think>`` at all: no answer). Alone it means ``think`` + ``auto``.
 - ``bare``: the whole completion is a short answer without prose (``\\frac{1}{2}``).
@@ -53,7 +55,7 @@ from rewards.math_norm import DOUBLED_ESCAPE
 __all__ = ["FORMATS", "Extraction", "extract_final", "has_answer_in_format", "all_boxed"]
 
 FORMATS: tuple[str, ...] = ("auto", "boxed", "answer_line", "minerva", "the_answer_is", "gsm8k", "think",
-                            "bare", "last_math", "last_number")
+                            "bare", "last_math", "last_number", "answer_tag")
 MARKED = ("boxed", "answer_line", "minerva", "the_answer_is", "gsm8k")
 AUTO_ORDER = MARKED + ("bare", "last_math", "last_number")
 
@@ -278,9 +280,26 @@ def _gsm8k(text: str) -> tuple[int, Extraction] | None:
     return (last.start(), _make(s, "gsm8k", (s,), False)) if s else None
 
 
+def _answer_tag(text: str) -> tuple[int, Extraction] | None:
+    k = text.rfind("<answer>")
+    e = text.find("</answer>", k) if k >= 0 else -1
+    if e < 0:
+        return None
+    inner = text[k + len("<answer>"):e].strip()
+    if "\\boxed" in inner or "\\fbox" in inner:
+        got = _boxed_statement(inner)
+        if got is not None:
+            return k, _make(got[1].text, "answer_tag", got[1].parts, got[1].hedge)
+    s = _strip_wrappers(inner.rstrip("."))
+    if not s or len(s) >= MAX_ANSWER_CHARS:
+        return None
+    parts, hedge = _split_alternatives(s)
+    return k, _make(s, "answer_tag", parts, hedge)
+
+
 # ------------------------------------------------------------------ policy
 _FINDERS = {"boxed": _boxed_statement, "answer_line": _answer_line, "minerva": _minerva,
-            "the_answer_is": _answer_is, "gsm8k": _gsm8k}
+            "the_answer_is": _answer_is, "gsm8k": _gsm8k, "answer_tag": _answer_tag}
 
 
 def _formats(formats: object) -> tuple[tuple[str, ...], bool] | None:

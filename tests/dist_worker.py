@@ -2,6 +2,7 @@
 
     python tests/dist_worker.py MODEL_DIR OUT.pt                          # the single-process reference
     python -m torch.distributed.run --nproc_per_node 2 tests/dist_worker.py MODEL_DIR OUT.pt
+    ZOO_SHARDING=fsdp python -m torch.distributed.run --nproc_per_node 2 tests/dist_worker.py MODEL_DIR OUT.pt
 
 Every rank samples the same global batch (same weights, same seeded generator), keeps its share of
 whole groups, and runs `Trainer.update` on it. Rank 0 saves, per case, the logged metrics and the
@@ -61,7 +62,8 @@ def run_case(model_dir: str, name: str, world: int, rank: int) -> dict:
         "reward": {"name": "_dist_parity"},
         "algorithm": ALGORITHMS[algo],
         "rollout": {"group_size": GROUP, "prompts_per_step": PROMPTS, "max_new_tokens": 12},
-        "train": {"steps": 1, "lr": 1e-3, "threads": 1, "micro_batch_size": mbs if world > 1 else 0, **train},
+        "train": {"steps": 1, "lr": 1e-3, "threads": 1, "micro_batch_size": mbs if world > 1 else 0, **train,
+                  "sharding": os.environ.get("ZOO_SHARDING", "none") if world > 1 else "none"},
         "eval": {"every": 0, "at_start": False},
         "checkpoint": {"every": 0},
         "log": {"progress": False, "tensorboard": False},
@@ -69,20 +71,24 @@ def run_case(model_dir: str, name: str, world: int, rank: int) -> dict:
     out = tempfile.mkdtemp(prefix=f"dist-{name}-")
     t = Trainer(config_from_dict(raw), out, log=lambda *a: None)
     problems = t.data.take(PROMPTS)
-    b = t.engine.sample(problems, GROUP, max_new_tokens=12, temperature=1.0,
-                        generator=torch.Generator().manual_seed(123))           # the same batch on every rank
+    with t.gathered():                              # FSDP: the full weights for sampling
+        b = t.engine.sample(problems, GROUP, max_new_tokens=12, temperature=1.0,
+                            generator=torch.Generator().manual_seed(123))       # the same batch on every rank
     rewards = torch.tensor(t.reward_fn(b.texts, [p.answer for p in b.problems]))
     counts = split if world > 1 else (PROMPTS,)
     lo = sum(counts[:rank]) * GROUP
     rows = list(range(lo, lo + counts[rank] * GROUP))
     sc = t.score(b.select(rows), rewards[rows], rewards[rows])
+    full = lambda x: (x.full_tensor() if hasattr(x, "full_tensor") else x).detach().flatten()  # noqa: E731
     grads = []                                      # the gradient of every optimizer step of the update
-    t.opt.register_step_pre_hook(lambda *_: grads.append(torch.cat([p.grad.detach().flatten()
-                                                                    for p in t.model.parameters()])))
+    t.opt.register_step_pre_hook(lambda *_: grads.append(torch.cat([full(p.grad) for p in t.model.parameters()])))
     metrics = t.update(sc)
     grad = torch.stack(grads)
+    from zoo.sharding import local_bytes
+
     return {"metrics": {k: v for k, v in metrics.items() if not k.startswith("perf/")}, "grad": grad,
-            "params": torch.cat([p.detach().flatten() for p in t.model.parameters()]), "opt_steps": t.opt_steps}
+            "params": torch.cat([full(p) for p in t.model.parameters()]), "opt_steps": t.opt_steps,
+            "bytes": local_bytes(t.model, t.opt)}
 
 
 def main() -> None:

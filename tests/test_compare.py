@@ -224,7 +224,7 @@ def test_common_base_false_keeps_preset_base_and_explicit_keys_win(tiny_model_di
     assert algo["dapo"].dynamic_sampling is True
 
 
-@pytest.mark.parametrize("name", ["smoke", "quickstart"])
+@pytest.mark.parametrize("name", ["smoke", "quickstart", "rho_sweep", "field"])
 def test_shipped_compare_configs_plan(name, tmp_path):
     from zoo.compare import load_compare_raw, plan_compare
 
@@ -232,3 +232,5 @@ def test_shipped_compare_configs_plan(name, tmp_path):
     raw = load_compare_raw(repo_root / "configs" / "compare" / f"{name}.yaml")
     plan = plan_compare(raw, tmp_path / name)
     assert len(plan.cells) == len(plan.methods) * len(plan.seeds) >= 3
+    # several optimizer steps per rollout batch: no method's clip or KL to π_old is inert
+    assert all(c.cfg.train.minibatches > 1 for c in plan.cells) and not any(plan.inert.values())

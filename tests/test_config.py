@@ -10,7 +10,7 @@ def test_defaults_resolve_base_knobs():
     cfg = config_from_dict({"algorithm": {"base": "dapo"}})
     a = cfg.algorithm
     assert (a.clip_low, a.clip_high, a.loss_agg, a.dynamic_sampling) == (0.2, 0.28, "token-mean", True)
-    assert a.overlong_buffer == cfg.rollout.max_new_tokens // 4
+    assert a.overlong_buffer == cfg.rollout.max_new_tokens // 5      # DAPO: 4096 of 20480
     g = config_from_dict({"algorithm": {"base": "grpo"}}).algorithm
     assert (g.clip_low, g.clip_high, g.loss_agg, g.dynamic_sampling, g.overlong_buffer) == \
         (0.2, 0.2, "seq-mean-token-mean", False, 0)

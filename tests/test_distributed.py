@@ -37,8 +37,8 @@ def _torchrun(n: int, *args: str) -> list[str]:
             f"--master_port={_free_port()}", *args]
 
 
-def _run(cmd: list[str], cwd: Path, timeout: int = 240) -> None:
-    p = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+def _run(cmd: list[str], cwd: Path, timeout: int = 240, **env) -> None:
+    p = subprocess.run(cmd, cwd=cwd, env={**_env(), **env}, capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, f"{' '.join(cmd)} failed:\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}"
 
 
@@ -47,16 +47,22 @@ def results(tiny_model_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("dist")
     _run([sys.executable, str(WORKER), str(tiny_model_dir), str(d / "one.pt")], d)
     _run(_torchrun(2, str(WORKER), str(tiny_model_dir), str(d / "two.pt")), d)
-    return torch.load(d / "one.pt", weights_only=False), torch.load(d / "two.pt", weights_only=False)
+    _run(_torchrun(2, str(WORKER), str(tiny_model_dir), str(d / "fsdp.pt")), d, ZOO_SHARDING="fsdp")
+    return tuple(torch.load(d / f, weights_only=False) for f in ("one.pt", "two.pt", "fsdp.pt"))
 
 
 sys.path.insert(0, str(REPO / "tests"))
 from dist_worker import CASES  # noqa: E402
 
 
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 @pytest.mark.parametrize("case", [c for c, spec in CASES.items() if spec[-1]])
-def test_two_processes_equal_one(results, case):
-    one, two = results[0][case], results[1][case]
+def test_two_processes_equal_one(results, case, sharding):
+    """DDP and FSDP (2 gloo ranks, parameters/gradients/optimizer state sharded) against one process
+    on the same fixed batch: every optimizer step's full gradient to 1e-7 abs / 1e-5 rel, every
+    logged metric to 1e-5 rel, and the parameters after the update's optimizer steps to 1e-6."""
+    one, two = results[0][case], results[1 if sharding == "ddp" else 2][case]
+    torch.testing.assert_close(two["params"], one["params"], atol=1e-6, rtol=1e-5)
     assert one["grad"].abs().max() > 0 and torch.isfinite(two["grad"]).all()
     # every optimizer step's gradient (params after Adam's ~lr·sign(g) first step would amplify float noise)
     torch.testing.assert_close(two["grad"], one["grad"], atol=1e-7, rtol=1e-5)
@@ -77,10 +83,17 @@ def test_two_processes_equal_one(results, case):
         assert two["metrics"]["top_entropy/threshold"] == pytest.approx(m["top_entropy/threshold"], abs=1e-7)
 
 
-def test_per_micro_batch_threshold_with_uneven_micro_batches_does_not_hang(results):
-    two = results[1]["micro_batch_scope_uneven"]
+@pytest.mark.parametrize("which", [1, 2], ids=["ddp", "fsdp"])
+def test_per_micro_batch_threshold_with_uneven_micro_batches_does_not_hang(results, which):
+    two = results[which]["micro_batch_scope_uneven"]
     assert torch.isfinite(two["grad"]).all() and two["grad"].abs().max() > 0
     assert 0 < two["metrics"]["top_entropy/kept_share"] < 1
+
+
+def test_fsdp_holds_half_the_training_state_per_rank(results):
+    """Parameters + gradients + AdamW moments held by one rank: about half of the unsharded figure."""
+    one, fsdp = results[0]["balanced"]["bytes"], results[2]["balanced"]["bytes"]
+    assert 0.45 <= fsdp / one <= 0.55, (fsdp, one)
 
 
 def test_two_process_train_run_resumes_exactly(tiny_model_dir, tmp_path):
@@ -123,3 +136,79 @@ def test_two_process_train_run_resumes_exactly(tiny_model_dir, tmp_path):
                        env=_env(), capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "written by 2 process(es), this launch has 1" in p.stderr + p.stdout
     assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == before
+
+
+# ----------------------------------------------------------------------------------------------
+# Results that do not depend on the number of processes, and FSDP training end to end
+# ----------------------------------------------------------------------------------------------
+def _smoke(tmp_path, model_dir) -> Path:
+    cfg = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    cfg["model"] = {"name_or_path": str(model_dir), "device": "cpu"}
+    cfg["reward"] = {"name": "_dist_parity"}
+    cfg["plugins"] = [str(WORKER)]
+    cfg["train"].update(threads=1)
+    cfg["eval"] = {"every": 2, "n": 8, "k": 1, "batch_size": 8}
+    cfg["log"] = {"progress": False, "tensorboard": False}
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp_path / "smoke.yaml"
+
+
+def test_smoke_run_logs_the_same_on_one_process_ddp_and_fsdp(tiny_model_dir, tmp_path):
+    """The smoke config (DAPO with dynamic sampling, 2 minibatches, micro-batches of 4) on 1 process,
+    2 DDP processes and 2 FSDP processes: every row is sampled from its own random stream keyed by
+    (step, global row), so all three log the same per-step reward and entropy."""
+    cfg = _smoke(tmp_path, tiny_model_dir)
+    train = lambda out, *x: ["-m", "zoo", "train", "--config", str(cfg), "--out", str(tmp_path / out), *x]  # noqa: E731
+    _run([sys.executable, *train("one")], tmp_path)
+    _run(_torchrun(2, *train("ddp")), tmp_path)
+    _run(_torchrun(2, *train("fsdp", "--set", "train.sharding=fsdp")), tmp_path)
+
+    def per_step(out):
+        rows = [json.loads(x) for x in (tmp_path / out / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: (r["reward/mean"], r["entropy/mean"]) for r in rows if "reward/mean" in r}
+
+    one, ddp, fsdp = per_step("one"), per_step("ddp"), per_step("fsdp")
+    assert sorted(one) == [1, 2, 3, 4]
+    for other in (ddp, fsdp):
+        assert sorted(other) == sorted(one)
+        for k in one:
+            assert other[k] == pytest.approx(one[k], rel=1e-3), k
+
+
+def test_fsdp_train_resumes_exactly_and_saves_a_loadable_final(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    cfg = _smoke(tmp_path, tiny_model_dir)
+    train = lambda out, *x: ["-m", "zoo", "train", "--config", str(cfg), "--out", str(tmp_path / out),  # noqa: E731
+                             "--set", "train.sharding=fsdp", "--set", "checkpoint.every=1", *x]
+    _run(_torchrun(2, *train("straight", "--set", "train.steps=3")), tmp_path)
+    _run(_torchrun(2, *train("resumed", "--set", "train.steps=2")), tmp_path)
+    shards = tmp_path / "resumed" / "ckpt-0000002" / "shards"
+    assert (shards / ".metadata").exists() and len(list(shards.glob("*.distcp"))) == 2
+    _run(_torchrun(2, *train("resumed", "--set", "train.steps=3", "--resume")), tmp_path)
+
+    def step3(out):
+        rows = [json.loads(x) for x in (tmp_path / out / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows if r["step"] == 3]
+
+    assert step3("straight") == step3("resumed") and step3("straight")
+    m = AutoModelForCausalLM.from_pretrained(tmp_path / "straight" / "final")
+    assert sum(p.numel() for p in m.parameters()) > 0
+
+
+def test_tampered_dcp_metadata_is_refused(tmp_path):
+    """DCP's .metadata is a pickle: it is read with an unpickler that builds only DCP's records."""
+    import pickle
+
+    from zoo.sharding import _DCPMetadataUnpickler
+
+    pwned = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(pwned), "w"))
+
+    blob = pickle.dumps({"x": Evil()})
+    with pytest.raises(pickle.UnpicklingError, match="open, which a checkpoint never holds: refused"):
+        _DCPMetadataUnpickler(__import__("io").BytesIO(blob)).load()
+    assert not pwned.exists()

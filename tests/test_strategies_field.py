@@ -135,7 +135,7 @@ def test_gtpo_token_rewards_hand_computed():
     # O+ = {0, 1}: t0: 1 + 0.1·2·1/4 = 1.05, 1 + 0.1·2·3/4 = 1.15; t1 mirrored. O- = {2}: 0 - 0.1·1·1 = -0.1
     r = torch.tensor([[1.05, 1.15], [1.15, 1.05], [-0.1, -0.1]])
     exp = (r - 0.7) / (math.sqrt(1.93 / 6) + 1e-4)                        # mean 0.7, population var 1.93/6
-    assert_close(gtpo_advantages(R, H, mask, g, 1.0, 0.1), exp)
+    assert_close(gtpo_advantages(R, H, mask, g, 1.0, 0.1, neg_reward=None), exp)   # earlier reading: R_i
     assert not gtpo_advantages(torch.ones(3), H, mask, g).any()           # all rewards equal: A = 0
 
 
@@ -146,7 +146,7 @@ def test_grpo_s_sequence_rewards_hand_computed():
     g = torch.zeros(3, dtype=torch.long)
     # r̂ = 1 + 0.1·2·2/4 = 1.1, 1.1, 0 - 0.1·1·1 = -0.1; mean 0.7; std (G-1) sqrt(0.96/2)
     seq = (torch.tensor([1.1, 1.1, -0.1]) - 0.7) / (math.sqrt(0.48) + 1e-4)
-    assert_close(grpo_s_advantages(R, H, mask, g), seq[:, None].expand(3, 2))
+    assert_close(grpo_s_advantages(R, H, mask, g, neg_reward=None), seq[:, None].expand(3, 2))
     assert not grpo_s_advantages(torch.zeros(3), H, mask, g).any()
 
 
@@ -185,7 +185,7 @@ IDENTITY = {
     "archer": {"eps_high_tok": 0.2, "eps_low_tok": 0.2, "kl_low": 0.0}, "ce_gppo": {"beta1": 0.0, "beta2": 0.0},
     "entropy_reg": {"coef": 0.0}, "empg": {"k": 0.0, "k_next": 0.0, "zeta": 0.0},
     "entropy_advantage": {"alpha": 0.0}, "eapo": {"alpha": 0.0}, "top_entropy": {"rho": 1.0},
-    "grpo_s": {"alpha2": 0.0}, "quadrant_isolation": {"quadrants": ["PHR", "PLR", "NHR", "NLR"]},
+    "grpo_s": {"alpha2": 0.0, "neg_reward": None}, "quadrant_isolation": {"quadrants": ["PHR", "PLR", "NHR", "NLR"]},
 }
 
 

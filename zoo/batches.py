@@ -75,14 +75,16 @@ def rank_share(n: int, rank: int, world: int) -> tuple[int, int]:
 class PolicyScorer(torch.nn.Module):
     """The training forward as one module (what DDP wraps): response log-probs and entropy."""
 
-    def __init__(self, model):
+    def __init__(self, model, share_prompts: bool = True):
         super().__init__()
         self.model = model
+        self.share_prompts = share_prompts   # FSDP: off, so every rank runs the decoder once per call
 
     def forward(self, prompt_ids, prompt_mask, response_ids, response_mask, temperatures, base_temperature: float,
                 chunk_size: int = 0, entropy_grad: bool = False, grad_rows: torch.Tensor | None = None):
         return response_logp_entropy(self.model, prompt_ids, prompt_mask, response_ids, response_mask, temperatures,
-                                     base_temperature, chunk_size, entropy_grad=entropy_grad, grad_rows=grad_rows)
+                                     base_temperature, chunk_size, self.share_prompts, entropy_grad=entropy_grad,
+                                     grad_rows=grad_rows)
 
 
 def mean_dicts(ds: list[dict]) -> dict:

@@ -85,19 +85,31 @@ def _step_of(path: Path) -> int:
         return -1
 
 
-def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], config_text: str, keep: int = 2) -> Path:
+def begin_checkpoint(run_dir: Path, step: int) -> Path:
+    """A fresh temporary dir for checkpoint `step` (stale ones of killed saves removed)."""
     run_dir = Path(run_dir)
-    final = run_dir / f"ckpt-{step:07d}"
+    run_dir.mkdir(parents=True, exist_ok=True)
     for stale in run_dir.glob(".ckpt-*"):  # a save killed half-way (never renamed into place)
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".ckpt-{step:07d}."))
+    return Path(tempfile.mkdtemp(dir=run_dir, prefix=f".ckpt-{step:07d}."))
+
+
+def finish_checkpoint(run_dir: Path, step: int, tmp: Path, state: dict[str, Any], config_text: str,
+                      keep: int = 2) -> Path:
+    """Write state.pt and config.yaml into `tmp` (which may already hold other files, e.g. sharded
+    model and optimizer state), fsync, checksum every file into the COMPLETE marker, rename into place."""
+    run_dir, tmp = Path(run_dir), Path(tmp)
+    final = run_dir / f"ckpt-{step:07d}"
     try:
         torch.save(dict(state, format=FORMAT), tmp / "state.pt")
         (tmp / "config.yaml").write_text(config_text)
-        with open(tmp / "state.pt", "rb") as f:
-            os.fsync(f.fileno())
-        marker = {"step": step, "sha256": _sha256(tmp / "state.pt"), "format": FORMAT}
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        for f in files:
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        marker = {"step": step, "sha256": _sha256(tmp / "state.pt"), "format": FORMAT,
+                  "files": {str(f.relative_to(tmp)): _sha256(f) for f in files if f.name != "state.pt"}}
         (tmp / "COMPLETE").write_text(json.dumps(marker))
         if final.exists():
             shutil.rmtree(final)
@@ -112,6 +124,10 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], config_text
     for old in upto[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], config_text: str, keep: int = 2) -> Path:
+    return finish_checkpoint(run_dir, step, begin_checkpoint(run_dir, step), state, config_text, keep)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -145,6 +161,13 @@ def verify_checkpoint(path: Path) -> dict:
     if _sha256(state_file) != marker["sha256"]:
         raise CorruptCheckpoint(f"{state_file} does not match the checksum in its COMPLETE marker "
                                 f"(truncated or corrupt; {state_file.stat().st_size} bytes)")
+    for rel, digest in (marker.get("files") or {}).items():   # config.yaml, sharded model/optimizer files
+        f = path / rel
+        if not f.is_file():
+            raise CorruptCheckpoint(f"{f} is missing")
+        if _sha256(f) != digest:
+            raise CorruptCheckpoint(f"{f} does not match the checksum in its COMPLETE marker "
+                                    f"(truncated or corrupt; {f.stat().st_size} bytes)")
     return marker
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from zoo.config import ConfigError, load_config
 
-EXTRA_COMMAND_MODULES = ("zoo.compare", "zoo.inspect", "zoo.scaffold")
+EXTRA_COMMAND_MODULES = ("zoo.compare", "zoo.decode_sweep", "zoo.inspect", "zoo.scaffold")
 
 
 def _load_everything(plugins=()) -> None:
@@ -47,6 +47,12 @@ def cmd_list(args) -> int:
     table("Base objectives (algorithm.base)", [(n, b.description, b.paper) for n, b in BASES.items()])
     table("Rewards (reward.name)", [(n, reward_description(n), "") for n in reward_names()])
     table("Tasks (task.name)", [(n, (t.__doc__ or "").strip().split("\n")[0], "") for n, t in TASKS.items()])
+    from zoo.prompts import load_template, template_names
+
+    fmts = [load_template(n) for n in template_names()]
+    table("Prompt formats (task.template; or a path to a .yaml / text file)",
+          [(f.name, (f.description or ("the task's prompt text as is" if f.is_raw else ""))
+            + (f"; answer format {f.answer_format}" if f.answer_format else ""), f.source) for f in fmts])
     return 0
 
 
@@ -59,6 +65,11 @@ def cmd_train(args) -> int:
 
     _load_everything()
     cfg = _config(args)
+    from zoo.objectives import inert_warning
+
+    warn = inert_warning(cfg)          # a clip / KL to π_old that one update per rollout batch leaves inert
+    if warn:
+        print(warn, file=sys.stderr)
     out = Path(args.out or f"runs/train/{Path(args.config).stem if args.config else 'default'}")
     trainer = Trainer(cfg, out, resume=args.resume)
     res = trainer.train()
@@ -112,7 +123,7 @@ def cmd_eval(args) -> int:
     res = evaluate(model, tok, problems, build_rewards(cfg.reward, task).correctness,
                    max_new_tokens=args.max_new_tokens or cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                    greedy=not args.no_greedy, k=k, temperature=args.temperature, top_p=args.top_p,
-                   batch_size=cfg.eval.batch_size, temperature_hook=hook, seed=args.seed)
+                   batch_size=cfg.eval.batch_size, temperature_hook=hook, seed=args.seed, stop=cfg.rollout.stop)
     out = {k2: round(v, 4) for k2, v in res.metrics.items()}
     print(json.dumps(out, indent=1))
     if args.out:

@@ -30,9 +30,14 @@ import yaml
 from zoo.config import ConfigError, config_from_dict, resolve_algorithm_block
 
 # ALGORITHMS.md: "zoo compare suites put every method on ONE common base (token-mean, clip
-# 0.2/0.28, no KL, same sampling settings)"; same sampling = one round per step, reward unshaped.
+# 0.2/0.28, no KL, same sampling settings)"; same sampling = one round per step, reward unshaped;
+# dual clip c = 10 as the DAPO / 80-20 / ARCHER / CE-GPPO recipes.
 COMMON_BASE = {"loss_agg": "token-mean", "clip_low": 0.2, "clip_high": 0.28, "kl_coef": 0.0,
-               "dynamic_sampling": False, "overlong_buffer": 0}
+               "dynamic_sampling": False, "overlong_buffer": 0, "clip_ratio_c": 10.0}
+# ... and several optimizer steps per rollout batch, as every paper runs (80/20: 16, CE-GPPO: 8, ARCHER: 6),
+# so that clips and penalties on log π_θ - log π_old act: train.minibatches = the largest divisor of
+# rollout.prompts_per_step not above this (4 at the tiny scale's 16 prompts), unless the config sets it.
+COMMON_MINIBATCHES = 4
 COMPARE_KEYS = ("algorithms", "seeds", "budget", "baseline", "common_base", "description")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
@@ -56,6 +61,8 @@ class Plan:
     budget_tokens: int                          # 0 = budget by steps
     common_base: dict | None
     cells: list[Cell] = field(default_factory=list)
+    common_train: dict = field(default_factory=dict)           # train keys the common base set (minibatches)
+    inert: dict[str, list[str]] = field(default_factory=dict)   # method -> mechanisms that cannot act
 
 
 def load_compare_raw(path: str | Path, overrides: list[str] | None = None) -> dict:
@@ -140,6 +147,9 @@ def plan_compare(raw: dict, out: str | Path) -> Plan:
     else:
         raise ConfigError(f"common_base: expected true, false or a mapping of algorithm keys, got {cb!r}")
     shared = {k: v for k, v in raw.items() if k not in COMPARE_KEYS}
+    common_train = _common_train(shared) if common else {}
+    if common_train:
+        shared["train"] = {**(shared.get("train") or {}), **common_train}
     methods: dict[str, dict] = {}
     for i, entry in enumerate(algos):
         name, block = _method_entry(i, entry, common)
@@ -156,7 +166,7 @@ def plan_compare(raw: dict, out: str | Path) -> Plan:
     _check_task_and_reward(base_cfg)
     steps, tokens = _budget(raw.get("budget"), base_cfg.train.steps)
     out = Path(out)
-    plan = Plan(out, raw, methods, list(seeds), baseline, steps, tokens, common)
+    plan = Plan(out, raw, methods, list(seeds), baseline, steps, tokens, common, common_train=common_train)
     for seed in seeds:
         for name, block in methods.items():
             cell_raw = copy.deepcopy(shared)
@@ -168,8 +178,27 @@ def plan_compare(raw: dict, out: str | Path) -> Plan:
             except ConfigError as e:
                 raise ConfigError(f"algorithm '{name}' (seed {seed}): {e}") from None
             plan.cells.append(Cell(name, seed, cfg, out / "cells" / name / f"seed{seed}"))
+            if seed == seeds[0]:
+                from zoo.objectives import inert_mechanisms
+
+                plan.inert[name] = inert_mechanisms(cfg)
     _check_existing(plan)
     return plan
+
+
+def _common_train(shared: dict) -> dict:
+    """{"minibatches": n} for the common base (n = the largest divisor of prompts_per_step <= 4), or {}
+    when the compare config sets train.minibatches itself."""
+    train = shared.get("train") or {}
+    if not isinstance(train, dict) or "minibatches" in train:
+        return {}
+    from zoo.schema import RolloutConfig
+
+    rollout = shared.get("rollout") or {}
+    p = rollout.get("prompts_per_step", RolloutConfig.prompts_per_step) if isinstance(rollout, dict) else 0
+    if not isinstance(p, int) or p <= 0:
+        return {}
+    return {"minibatches": max(d for d in range(1, COMMON_MINIBATCHES + 1) if p % d == 0)}
 
 
 def _check_task_and_reward(cfg) -> None:

@@ -65,7 +65,8 @@ def collect_results(plan: Plan) -> dict:
     for name, block in plan.methods.items():
         done = [r for r in cells if r["method"] == name and r["status"] == "done"]
         m = {"algorithm": block, "seeds_done": sorted(scores[name]), "cells_failed": sum(
-            r["status"] == "failed" for r in cells if r["method"] == name)}
+            r["status"] == "failed" for r in cells if r["method"] == name),
+             "inert_mechanisms": plan.inert.get(name, [])}
         if scores[name]:
             mat = [scores[name][s] for s in sorted(scores[name])]
             m["accuracy"] = stats.bootstrap_ci(mat, n_boot=N_BOOT).to_dict()
@@ -94,7 +95,8 @@ def collect_results(plan: Plan) -> dict:
     res = {
         "out": str(plan.out), "baseline": plan.baseline, "seeds": plan.seeds,
         "budget": {"steps": plan.budget_steps, "tokens": plan.budget_tokens or None},
-        "common_base": plan.common_base,
+        "common_base": plan.common_base, "common_train": plan.common_train,
+        "train": {k: getattr(plan.cells[0].cfg.train, k) for k in ("minibatches", "epochs", "lr")},
         "eval": {"n_problems": len(next(iter(next(iter(scores.values())).values()), [])) if any(scores.values()) else None,
                  **dataclasses.asdict(plan.cells[0].cfg.eval)},
         "statistics": {"interval": f"95% percentile bootstrap over problems (and seeds when several), {N_BOOT} replicates",
@@ -147,6 +149,13 @@ def _algo_line(block: dict) -> str:
             f"overlong buffer {block.get('overlong_buffer')}; strategies: {strat}")
 
 
+def _updates_line(res: dict) -> str:
+    t = res.get("train") or {}
+    mb, ep = t.get("minibatches", 1), t.get("epochs", 1)
+    src = " (common base)" if (res.get("common_train") or {}).get("minibatches") else ""
+    return f"{mb} minibatch(es){src} x {ep} epoch(s) = {mb * ep} optimizer step(s) per rollout batch"
+
+
 def write_report(res: dict, out: Path, plots: list[str]) -> str:
     b = res["budget"]
     ev = res["eval"]
@@ -160,7 +169,8 @@ def write_report(res: dict, out: Path, plots: list[str]) -> str:
         f"- Eval: {ev['n_problems']} problems, the same for every cell; accuracy = {metric} correctness of the "
         f"final model; avg@{ev['k']}/pass@k sampled at T={ev['temperature']}, top-p {ev['top_p']}.",
         "- Common base: " + (", ".join(f"{k}={v}" for k, v in cb.items()) if cb else
-                             "off (each preset keeps its own base)") + " (keys set in an entry win).",
+                             "off (each preset keeps its own base)") + " (keys set in an entry win); "
+        + _updates_line(res) + ".",
         f"- Intervals: {res['statistics']['interval']}. Δ: {res['statistics']['paired_test']}. "
         f"MDE: {res['statistics']['mde']}.", "",
         report_table(res), "",
@@ -171,6 +181,10 @@ def write_report(res: dict, out: Path, plots: list[str]) -> str:
         if v and abs(v["diff"]) < v["mde"]:
             notes.append(f"`{name}` vs `{res['baseline']}`: |Δ| {100 * abs(v['diff']):.1f} points is below the "
                          f"detectable difference {100 * v['mde']:.1f}: this run cannot separate them.")
+    inert = {n: m.get("inert_mechanisms") for n, m in res["methods"].items() if m.get("inert_mechanisms")}
+    if inert:
+        notes += [f"**`{n}`: inert mechanisms** (one optimizer step per rollout batch, ratio π_θ/π_old = 1): "
+                  + "; ".join(v) + ". Its numbers do not measure them." for n, v in inert.items()]
     if notes:
         lines += ["## Reading", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["## Cells", "", "| method | seed | status | steps | final acc % | best acc % | samples | tokens | "

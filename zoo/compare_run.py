@@ -117,6 +117,10 @@ def run_compare(plan: Plan, log=print) -> dict:
 
     atomic_write_text(plan.out / "compare.yaml", yaml.safe_dump(plan.raw, sort_keys=False))
     ensure_base_model(plan.cells[0].cfg, log=log)     # build the tiny base once, outside any cell's clock
+    for name, inert in plan.inert.items():
+        if inert:
+            log(f"[compare] warning: {name}: with one optimizer step per rollout batch these do nothing: "
+                f"{'; '.join(inert)} (set train.minibatches > 1)")
     n = len(plan.cells)
     for i, c in enumerate(plan.cells, 1):
         tag = f"{c.method}/seed{c.seed}"

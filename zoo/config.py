@@ -181,6 +181,12 @@ def _positive(path: str, v: float, allow_zero: bool = False) -> None:
 def _validate(cfg: Config) -> None:
     r, t = cfg.rollout, cfg.train
     _positive("rollout.group_size", r.group_size)
+    from zoo.objectives import get_base
+
+    if r.group_size < 2 and get_base(cfg.algorithm.base).group_relative:
+        raise ConfigError(f"rollout.group_size is {r.group_size}, but base '{cfg.algorithm.base}' takes each advantage "
+                          "relative to the prompt's group (mean, std): a group of one gives A = 0 everywhere and "
+                          "nothing trains; use group_size >= 2")
     _positive("rollout.prompts_per_step", r.prompts_per_step)
     _positive("rollout.max_new_tokens", r.max_new_tokens)
     _positive("rollout.temperature", r.temperature)
@@ -199,6 +205,8 @@ def _validate(cfg: Config) -> None:
     if t.micro_batch_size and t.micro_batch_size % r.group_size:
         raise ConfigError(f"train.micro_batch_size ({t.micro_batch_size}) must be a multiple of "
                           f"rollout.group_size ({r.group_size}) so groups stay whole")
+    if t.sharding not in ("none", "fsdp"):
+        raise ConfigError(f"train.sharding: unknown '{t.sharding}'; valid: none, fsdp")
     if t.lr_schedule not in ("constant", "cosine"):
         raise ConfigError(f"train.lr_schedule: unknown '{t.lr_schedule}'; valid: constant, cosine")
     if t.old_logp not in ("rescore", "rollout"):
@@ -222,6 +230,20 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("eval.metric is 'sampled' but eval.k is 0; set eval.k >= 1")
     _positive("eval.k", cfg.eval.k, allow_zero=True)
     _validate_reward(cfg)
+    _validate_prompt(cfg)
+
+
+def _validate_prompt(cfg: Config) -> None:
+    """task.template / system / template_kwargs resolve to a prompt format; rollout.stop is strings."""
+    from zoo.prompts import load_template
+
+    r = cfg.rollout
+    if any(not isinstance(x, str) or not x for x in r.stop):
+        raise ConfigError(f"rollout.stop: expected a list of non-empty strings, got {list(r.stop)!r}")
+    if r.stop and r.ignore_eos:
+        raise ConfigError("rollout.stop and rollout.ignore_eos: ignore_eos generates exactly max_new_tokens and "
+                          "never stops; drop one of them")
+    load_template(cfg.task.template, cfg.task.system, cfg.task.template_kwargs)   # ConfigError naming the key
 
 
 def _validate_reward(cfg: Config) -> None:

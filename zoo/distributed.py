@@ -41,13 +41,13 @@ def make_accelerator(device: str = "auto"):
     kind = str(acc.distributed_type).split(".")[-1]
     if kind not in SUPPORTED:
         raise NotImplementedError(
-            f"accelerate distributed_type {kind} is not supported: the trainer samples rollouts from full weights "
-            f"on every rank and accumulates micro-batches itself; use data parallel ({', '.join(SUPPORTED)}: "
-            "configs/accelerate/ddp.yaml, multinode.yaml), with model.dtype bfloat16 to save memory")
+            f"accelerate distributed_type {kind} is not supported: the trainer accumulates micro-batches and "
+            f"shards the policy itself; use data parallel ({', '.join(SUPPORTED)}: configs/accelerate/ddp.yaml, "
+            "multinode.yaml) or FSDP (configs/accelerate/fsdp.yaml, or train.sharding: fsdp)")
     return acc
 
 
-SUPPORTED = ("MULTI_GPU", "MULTI_CPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_MUSA", "MULTI_HPU")
+SUPPORTED = ("FSDP", "MULTI_GPU", "MULTI_CPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_MUSA", "MULTI_HPU")
 
 
 class DistReducer(Reducer):

@@ -48,15 +48,19 @@ class EvalResult:
 def evaluate(model, tokenizer, problems: list[Problem], reward_fn, *, max_new_tokens: int, greedy: bool = True,
              k: int = 1, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 256,
              temperature_hook: TemperatureHook | None = None, seed: int = 0, n_samples: int = 2,
-             metric: str | None = None) -> EvalResult:
-    """metric: which number is eval/accuracy ('greedy' or 'sampled' = avg@k); default greedy when run."""
+             metric: str | None = None, stop: tuple | list = ()) -> EvalResult:
+    """metric: which number is eval/accuracy ('greedy' or 'sampled' = avg@k); default greedy when run.
+    stop: stop strings (rollout.stop); the stop strings of the problems' prompt format
+    (Problem.meta["stop"], e.g. r1_zero's </answer>) are always added, as in training rollouts."""
     engine = HFEngine(model, tokenizer, batch_size=batch_size)
+    strings = tuple(dict.fromkeys(list(stop) + [x for p in problems for x in (p.meta or {}).get("stop", ())]))
+    until = strings or True                 # the sampler's stop_at_eos: EOS + end-of-turn ids (+ strings)
     golds = [p.answer for p in problems]
     m: dict[str, float] = {}
     samples: list = []
     per_problem: list[float] = []
     if greedy:
-        b = engine.sample(problems, 1, max_new_tokens=max_new_tokens, temperature=1.0, greedy=True)
+        b = engine.sample(problems, 1, max_new_tokens=max_new_tokens, temperature=1.0, greedy=True, stop_at_eos=until)
         r = [float(x) for x in reward_fn(b.texts, golds)]
         per_problem = [1.0 if x >= 1.0 else 0.0 for x in r]
         m["eval/accuracy_greedy"] = sum(per_problem) / max(len(problems), 1)
@@ -65,7 +69,7 @@ def evaluate(model, tokenizer, problems: list[Problem], reward_fn, *, max_new_to
     if k > 0:
         g = torch.Generator().manual_seed(seed)
         b = engine.sample(problems, k, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                          temperature_hook=temperature_hook, generator=g)
+                          temperature_hook=temperature_hook, generator=g, stop_at_eos=until)
         r = torch.tensor([float(x) >= 1.0 for x in reward_fn(b.texts, [p.answer for p in b.problems])]).view(len(problems), k)
         c = r.sum(-1).tolist()
         m[f"eval/avg@{k}"] = float(r.float().mean())

@@ -61,7 +61,9 @@ def analyse(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 64, t
     model.eval()
     pids, pmask = encode_prompts(tokenizer, prompts)
     g = torch.Generator().manual_seed(seed)
-    out = generate(model, tokenizer, pids, pmask, max_new_tokens=max_new_tokens, temperature=temperature, generator=g)
+    stops = tuple(dict.fromkeys(x for p in prompts for x in getattr(p, "stop", ())))   # a format's stop strings
+    out = generate(model, tokenizer, pids, pmask, max_new_tokens=max_new_tokens, temperature=temperature, generator=g,
+                   stop_at_eos=stops or True)
     resp, rmask = out["response_ids"], out["response_mask"]                      # (B, T)
     texts = decode_responses(tokenizer, resp, rmask)
     ids = torch.cat([pids, resp], 1).to(dev)                                     # (B, P+T)
@@ -82,7 +84,9 @@ def analyse(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 64, t
                 break
             top = [(_tok_text(tokenizer, int(i)), float(p)) for p, i in zip(tp[b, t], ti[b, t])]
             toks.append(TokenInfo(_tok_text(tokenizer, int(resp[b, t])), float(H[b, t]), top))
-        samples.append(Sample(prompt, texts[b], toks))
+        from zoo.prompts import prompt_text
+
+        samples.append(Sample(prompt_text(tokenizer, prompt), texts[b], toks))   # the text the model saw
     return samples
 
 
@@ -210,6 +214,11 @@ def cmd_inspect(args) -> int:
         prompts = [p.prompt for p in problems]
     else:
         prompts = [args.prompt.replace("\\n", "\n")] * max(1, args.n if args.n_given else 1)
+    if args.template != "raw":                      # a prompt format (zoo.prompts), as task.template
+        from zoo.prompts import load_template, render
+
+        fmt = load_template(args.template, args.system)
+        prompts = [_with_stop(render(fmt, p), fmt.stop) for p in prompts]
     samples = analyse(model, tok, prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                       seed=args.seed)
     if problems is not None:
@@ -231,6 +240,20 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _with_stop(prompt: str, stop: tuple):
+    """The prompt, carrying the format's stop strings for `analyse` (a str subclass keeps them)."""
+    if not stop:
+        return prompt
+    if not isinstance(prompt, str) or type(prompt) is str:
+        prompt = _StopPrompt(prompt)
+    prompt.stop = tuple(stop)
+    return prompt
+
+
+class _StopPrompt(str):
+    stop: tuple = ()
+
+
 def get_task_reward(name: str) -> str:
     from zoo.data import get_task
 
@@ -250,6 +273,9 @@ def add_parser(subparsers) -> None:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--threads", type=int, default=0)
     sp.add_argument("--device", default="auto")
+    sp.add_argument("--template", default="raw", help="prompt format, as task.template: raw, chat, qwen_math, boxed, "
+                    "r1_zero, ... or a file (zoo list)")
+    sp.add_argument("--system", default="", help="system message (chat formats)")
 
     def run(args):
         args.n_given = args.n is not None

@@ -198,11 +198,12 @@ def disable_dropout(model) -> list[str]:
     return changed
 
 
-def save_policy(model, tokenizer, out: str | Path, meta: dict | None = None) -> None:
-    """save_pretrained for model and tokenizer, so transformers loads the directory as is."""
+def save_policy(model, tokenizer, out: str | Path, meta: dict | None = None, state_dict: dict | None = None) -> None:
+    """save_pretrained for model and tokenizer, so transformers loads the directory as is.
+    state_dict: the weights to write instead of the model's own (a sharded model's full state)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    model.save_pretrained(out, **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.save_pretrained(out)
     if meta is not None:
         (out / "zoo_meta.json").write_text(json.dumps(meta, indent=2))
@@ -215,8 +216,14 @@ def lm_parts(model):
 
 
 def encode_prompts(tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded prompt ids (B, P) and bool mask, tokenised with the tokenizer's special tokens."""
-    enc = [tokenizer(p)["input_ids"] for p in prompts]
+    """Left-padded prompt ids (B, P) and bool mask. Plain text is tokenised with the tokenizer's
+    special tokens (no second BOS when the text already starts with it); a `zoo.prompts.ChatPrompt`
+    is rendered with the tokenizer's chat template and tokenised without adding them again. A
+    prompt repeated in the list (a GRPO group) is tokenised once."""
+    from zoo.prompts import prompt_token_ids
+
+    seen: dict[int, list[int]] = {}
+    enc = [seen[id(p)] if id(p) in seen else seen.setdefault(id(p), prompt_token_ids(tokenizer, p)) for p in prompts]
     P = max(len(e) for e in enc)
     ids = torch.full((len(enc), P), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(enc), P), dtype=torch.bool)

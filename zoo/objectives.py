@@ -33,6 +33,9 @@ class BaseObjective:
     # Optional replacement of the clipped surrogate: fn(ctx: TokenContext, algo: AlgorithmConfig) -> (B, T)
     # per-token loss (a sequence-level loss may broadcast each response's value over its tokens).
     policy_loss: Callable | None = None
+    group_relative: bool = True              # A is taken relative to the prompt's group: G < 2 gives A = 0
+    # the base's own distinguishing mechanism reads the ratio (GSPO's sequence clip): inert with one update
+    needs_offpolicy_ratio: bool = False
 
 
 BASES.add("grpo", BaseObjective(
@@ -79,9 +82,18 @@ BASES.add("gspo", BaseObjective(
     name="gspo", description="GSPO: sequence-level ratio (geometric mean of token ratios), clip 3e-4/4e-4.",
     paper="Zheng et al. 2025, Group Sequence Policy Optimization, arXiv 2507.18071",
     loss_agg="seq-mean-token-mean", clip_low=3e-4, clip_high=4e-4, dynamic_sampling=False, overlong=False,
-    advantage=lambda r, g, eps: ops.grpo_advantages(r, g, eps), sequence_level=True,
+    advantage=lambda r, g, eps: ops.grpo_advantages(r, g, eps), sequence_level=True, needs_offpolicy_ratio=True,
     policy_loss=lambda ctx, algo: gspo_sequence_loss(ctx.logp, ctx.old_logp, ctx.advantages, ctx.mask,
                                                      algo.clip_low, algo.clip_high)))
+
+
+def dual_clip(loss: torch.Tensor, advantages: torch.Tensor, c: float | None) -> torch.Tensor:
+    """Dual-clip PPO (Ye et al. 2020, arXiv 1912.09729) as verl applies it (verl@b178a3c
+    verl/trainer/ppo/core_algos.py:1229-1235, `clip_ratio_c`): for A < 0 the per-token loss is
+    min(ℓ, -c·A), i.e. a token whose ratio exceeds c stops pushing; A >= 0 unchanged. c None = off. (B, T)"""
+    if not c:
+        return loss
+    return torch.where(advantages < 0, torch.minimum(loss, -c * advantages), loss)
 
 
 def get_base(name: str) -> BaseObjective:
@@ -156,7 +168,9 @@ def resolve_algorithm(algo: AlgorithmConfig, rollout: RolloutConfig) -> Algorith
         raise ConfigError(f"algorithm.loss_agg: unknown '{agg}'; valid: {', '.join(ops.AGG_MODES)}")
     overlong = algo.overlong_buffer
     if overlong is None:
-        overlong = max(1, rollout.max_new_tokens // 4) if base.overlong else 0
+        # DAPO's recipe: L_c = 4096 of L_max = 20480, i.e. L_max / 5 (BytedTsinghua-SIA DAPO and the 80/20
+        # authors' recipe/dapo/run_dapo_qwen2.5_32b.sh:18-20)
+        overlong = max(1, rollout.max_new_tokens // 5) if base.overlong else 0
     if overlong < 0 or overlong > rollout.max_new_tokens:
         raise ConfigError(f"algorithm.overlong_buffer must be in [0, rollout.max_new_tokens={rollout.max_new_tokens}], got {overlong}")
     resolved = dataclasses.replace(
@@ -172,6 +186,8 @@ def resolve_algorithm(algo: AlgorithmConfig, rollout: RolloutConfig) -> Algorith
         raise ConfigError("algorithm.clip_low / clip_high must be >= 0")
     if resolved.kl_coef < 0:
         raise ConfigError(f"algorithm.kl_coef must be >= 0, got {resolved.kl_coef}")
+    if resolved.clip_ratio_c is not None and not resolved.clip_ratio_c > 1:
+        raise ConfigError(f"algorithm.clip_ratio_c (dual clip) must be > 1 or null, got {resolved.clip_ratio_c}")
     check_combination(resolved, strategies)
     return resolved
 
@@ -187,3 +203,42 @@ def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, scale: fl
     over = (start - lengths.float()) / buffer                  # (B,) negative past the start
     pen = torch.where(lengths.float() > start, over, torch.zeros_like(over))
     return scale * pen.clamp(min=-1.0)
+
+
+def needs_reference(algo: AlgorithmConfig) -> bool:
+    """Whether a run loads the frozen reference model: a base KL term (kl_coef > 0) or a strategy
+    that declares `needs_reference` (e.g. ARCHER's KL to π_ref with kl_coef = 0)."""
+    return algo.kl_coef > 0 or any(s.needs_reference for s in build_strategies(algo))
+
+
+def inert_mechanisms(cfg) -> list[str]:
+    """The mechanisms of the resolved config that cannot act: with one optimizer step per rollout
+    batch (train.minibatches = epochs = 1) the ratio π_θ/π_old is exactly 1 at every update, so every
+    clip and every penalty on log π_θ - log π_old does nothing (docs/algorithms.md §6). Declared by the
+    strategies (`needs_offpolicy_ratio`) and bases, never by name. [] when several updates run."""
+    t, a = cfg.train, cfg.algorithm
+    if t.minibatches * t.epochs > 1:
+        return []
+    base = get_base(a.base)
+    out = []
+    if base.needs_offpolicy_ratio:
+        out.append(f"base {base.name}: its ratio clip ({a.clip_low}/{a.clip_high})")
+    for s in build_strategies(a):
+        if s.needs_offpolicy_ratio:
+            out.append(f"{s.name}: {s.offpolicy_mechanism or 'its use of the ratio'}")
+    loss_replaced = base.policy_loss is not None or any(s.replaces_policy_loss for s in build_strategies(a))
+    if not loss_replaced and a.clip_high != a.clip_low:
+        out.append(f"clip-higher ({a.clip_low}/{a.clip_high})")
+    if not loss_replaced and a.clip_ratio_c:
+        out.append(f"dual clip c = {a.clip_ratio_c}")
+    return out
+
+
+def inert_warning(cfg) -> str | None:
+    """The one-line warning `zoo train` prints (None when nothing is inert)."""
+    inert = inert_mechanisms(cfg)
+    if not inert:
+        return None
+    return ("[zoo] warning: train.minibatches = train.epochs = 1 gives one optimizer step per rollout batch, so the "
+            "ratio π_θ/π_old is exactly 1 at every update and these mechanisms do nothing: " + "; ".join(inert)
+            + ". Set train.minibatches (e.g. 4) or train.epochs > 1 (docs/algorithms.md §6).")

@@ -46,11 +46,11 @@ class Policy:
         else:
             yield None
 
-    def save_final(self, out: Path, meta: dict):
+    def save_final(self, out: Path, meta: dict, state_dict: dict | None = None):
         """`save_pretrained` of the policy into out. With LoRA: the adapter alone in out/adapter/ and
         the merged model in out/ (transformers loads it directly). Returns the model to use afterwards."""
         if self.peft is None:
-            save_policy(self.model, self.tok, out, meta=meta)
+            save_policy(self.model, self.tok, out, meta=meta, state_dict=state_dict)
             return self.model
         self.peft.save_pretrained(Path(out) / "adapter")
         merged = self.peft.merge_and_unload()
@@ -82,10 +82,12 @@ def build_policy(cfg: Config, path: str | Path, device: str, log=print) -> Polic
             raise ConfigError(f"train.gradient_checkpointing: enabling it on {type(model).__name__} had no effect")
         log("[zoo] gradient checkpointing on: the training forward and the scoring pass run each prompt with "
             "its response (no shared prompt KV cache: a recomputed layer keeps no cache)")
+    from zoo.objectives import needs_reference   # kl_coef > 0, or a strategy's own KL to π_ref (ARCHER)
+
     peft_model = ref = None
     if m.lora.r > 0:
         peft_model = _add_lora(model, m.lora, log)
-    elif cfg.algorithm.kl_coef > 0:
+    elif needs_reference(cfg.algorithm):
         ref, _ = load_policy(path, m.dtype, device)          # the frozen reference, stored in the compute dtype
         ref.eval().requires_grad_(False)
         disable_dropout(ref)

@@ -25,7 +25,9 @@ class RolloutEngine(Protocol):
     def sample(self, problems: list[Problem], group_size: int, *, max_new_tokens: int, temperature: float,
                top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
                temperature_hook: TemperatureHook | None = None, generator: torch.Generator | None = None,
-               group_offset: int = 0, stop_at_eos: bool = True) -> RolloutBatch: ...
+               group_offset: int = 0, stop_at_eos: bool = True, seed: int | None = None) -> RolloutBatch:
+        """... seed: key every row's random stream by (seed, global row = (group_offset + group) x
+        group_size + sample) instead of drawing from `generator`: rank-invariant sampling."""
 
     def sync_weights(self, model) -> None: ...
 
@@ -56,10 +58,11 @@ class HFEngine:
     def sample(self, problems: list[Problem], group_size: int, *, max_new_tokens: int, temperature: float,
                top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
                temperature_hook: TemperatureHook | None = None, generator: torch.Generator | None = None,
-               group_offset: int = 0, stop_at_eos: bool = True) -> RolloutBatch:
+               group_offset: int = 0, stop_at_eos: bool = True, seed: int | None = None) -> RolloutBatch:
         prompts = [p.prompt for p in problems for _ in range(group_size)]
         expanded = [p for p in problems for _ in range(group_size)]
         gids = torch.arange(len(problems)).repeat_interleave(group_size) + group_offset
+        keys = None if seed is None else row_keys(seed, gids, group_size)           # (B,) per-row streams
         was_training = self.model.training
         self.model.eval()
         bs = self.batch_size or len(prompts)
@@ -68,6 +71,7 @@ class HFEngine:
             for s in range(0, len(prompts), bs):
                 pids, pmask = encode_prompts(self.tokenizer, prompts[s:s + bs])
                 g = generate(self.model, self.tokenizer, pids, pmask, max_new_tokens=max_new_tokens,
+                             row_seeds=None if keys is None else keys[s:s + bs],
                              temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy,
                              temperature_hook=temperature_hook, generator=generator, stop_at_eos=stop_at_eos,
                              compact=self.compact, compile=self.compile)
@@ -75,6 +79,15 @@ class HFEngine:
         finally:
             self.model.train(was_training)
         return _concat(parts, self.tokenizer, gids, expanded)
+
+
+def row_keys(seed: int, group_ids: torch.Tensor, group_size: int) -> torch.Tensor:
+    """A 63-bit key per row from (seed, global row id): rows of a group_ids vector (B,) that repeats
+    each group id group_size times in order. The same global row gets the same key on any rank."""
+    B = len(group_ids)
+    rows = (group_ids.long() * group_size + torch.arange(B) % group_size).tolist()    # global row ids
+    mix = int(seed) * 0xBF58476D1CE4E5B9
+    return torch.tensor([(r * 0x9E3779B97F4A7C15 + mix) % (2**63 - 1) for r in rows], dtype=torch.long)
 
 
 def _pad_cat(ts: list[torch.Tensor], value, left: bool = False) -> torch.Tensor:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from zoo.checkpoint import dump_plain, load_latest, load_state, rng_state, save_checkpoint, set_rng_state
+from zoo.checkpoint import (begin_checkpoint, dump_plain, finish_checkpoint, load_latest, load_state, rng_state,
+                            set_rng_state)
 from zoo.config import ConfigError, config_diff
 
 
@@ -20,7 +21,9 @@ class RunState:
         """Everything a resume needs; the random states of every rank (a collective call). Tensors
         and plain data only (a safe load never builds objects); strategy states travel as JSON."""
         ranks = self.reduce.gather_objects({"rng": rng_state(), "gen": self.gen.get_state()})
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+        weights = ({"sharded": "fsdp"} if self.sharded else            # FSDP: model/optimizer shards via DCP
+                   {"model": self.model.state_dict(), "opt": self.opt.state_dict()})
+        return {**weights, "sched": self.sched.state_dict(),
                 "rng": ranks[0]["rng"], "gen": ranks[0]["gen"], "ranks": ranks, "world": self.world,
                 "data": self.data.state_dict(),
                 "step": self.step_idx, "opt_steps": self.opt_steps, "bad_steps": self.bad_steps,
@@ -32,9 +35,15 @@ class RunState:
         import yaml
 
         st = self.state_dict()
+        tmp = begin_checkpoint(self.out, self.step_idx) if self.is_main else None
+        if self.sharded:                       # every rank writes its shards into rank 0's temporary dir
+            from zoo.sharding import save_shards
+
+            tmp = Path(self.reduce.broadcast_object(str(tmp) if tmp else None))
+            save_shards(self.train_forward, self.opt, tmp / "shards")
         if self.is_main:
-            save_checkpoint(self.out, self.step_idx, st, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False),
-                            keep=self.cfg.checkpoint.keep)
+            finish_checkpoint(self.out, self.step_idx, tmp, st, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False),
+                              keep=self.cfg.checkpoint.keep)
         self.reduce.barrier()
 
     def _resume(self) -> None:
@@ -58,8 +67,16 @@ class RunState:
         if st.get("world", 1) != self.world:
             raise ConfigError(f"--resume: {path} was written by {st.get('world', 1)} process(es), this launch has "
                               f"{self.world}; resume with the same number (each rank's sampler state is saved)")
-        self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["opt"])
+        if st.get("sharded") != ("fsdp" if self.sharded else None):
+            raise ConfigError(f"--resume: {path} was written with train.sharding "
+                              f"{st.get('sharded') or 'none'}, this launch uses {'fsdp' if self.sharded else 'none'}")
+        if self.sharded:
+            from zoo.sharding import load_shards
+
+            load_shards(self.train_forward, self.opt, path / "shards")
+        else:
+            self.model.load_state_dict(st["model"])
+            self.opt.load_state_dict(st["opt"])
         self.sched.load_state_dict(st["sched"])
         mine = st["ranks"][self.rank] if "ranks" in st else {"rng": st["rng"], "gen": st["gen"]}
         set_rng_state(mine["rng"])

@@ -24,6 +24,7 @@ import torch
 from zoo.model import in_compute_dtype
 from zoo.kv_cache import (_cache_kw, _get_cache, _preallocate, _rollback, _select_rows, _seq_lengths,
                           _shared_prompts)
+from zoo.stopping import stop_rule
 
 TemperatureHook = Callable[[torch.Tensor, float], "torch.Tensor | None"]  # (entropy (B,), base T) -> (B,) temps
 
@@ -97,11 +98,23 @@ def _compile_failed(model, e: Exception) -> None:
                   "falling back to eager decoding for this model", RuntimeWarning, stacklevel=3)
 
 
+def _uniforms(B: int, N: int, generator: torch.Generator | None, row_seeds: torch.Tensor | None) -> torch.Tensor:
+    """(B, N) float64 uniforms on the CPU: from one generator, or, with row_seeds (B,), each row from
+    its own stream seeded by its key, so a row's draws do not depend on which process samples it
+    or with which other rows (rank-invariant sampling)."""
+    if row_seeds is None:
+        return torch.rand((B, N), generator=generator, dtype=torch.float64)
+    g = torch.Generator()
+    return torch.stack([torch.rand(N, generator=g.manual_seed(int(k)), dtype=torch.float64)
+                        for k in row_seeds.tolist()]) if B else torch.zeros(0, N, dtype=torch.float64)
+
+
 @torch.no_grad()
 @in_compute_dtype
 def generate(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
              temperature_hook: TemperatureHook | None = None, generator: torch.Generator | None = None,
+             row_seeds: torch.Tensor | None = None,
              stop_at_eos: bool = True, compact: bool = True, compile: bool = False, share_prompts: bool = True):
     """Sample continuations of left-padded prompts. Returns a dict of (B, T) tensors + truncated (B,).
 
@@ -109,9 +122,15 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     (temperature_hook(H of the rows still generating, temperature), or `temperature`); the token,
     drawn by inverse CDF from one uniform per (row, step) taken up front from `generator` (so a
     row's draws do not depend on when other rows finish); its log-prob under the distribution it
-    was drawn from. Greedy takes the argmax and records T = 1.
+    was drawn from. Greedy takes the argmax and records T = 1. row_seeds (B,) int64: draw each row's
+    uniforms from its own seeded stream instead (the trainer keys them by step and global row, so 1
+    process and N processes sample the same tokens).
 
-    stop_at_eos=False generates exactly max_new_tokens (benchmarks), treating EOS as an ordinary token.
+    stop_at_eos: True stops a row at EOS, at every end-of-turn id of the model's generation config and
+    chat template (`zoo.stopping`); a sequence of strings adds those stop strings (the row ends with
+    the token that completes one); False generates exactly max_new_tokens (benchmarks), treating EOS
+    as an ordinary token. A stop token or the token completing a stop string is the row's last valid
+    token (in the mask, its log-prob recorded); nothing after it is generated.
     compact: drop finished rows from the batch (and KV cache) once at least a quarter of the rows
     still in it have finished; results are scattered back to the full (B, T) outputs.
     compile: run the decode step through torch.compile (falls back to eager with a warning).
@@ -122,7 +141,7 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     ids, pm = prompt_ids.to(dev), prompt_mask.to(dev).long()
     B, P = ids.shape
     N = int(max_new_tokens)
-    eos = tokenizer.eos_token_id if stop_at_eos else None
+    stop = stop_rule(model, tokenizer, stop_at_eos, B, dev)   # None: never stop early
     pad = tokenizer.pad_token_id
     base_t = 1.0 if greedy else float(temperature)
     resp = torch.full((B, N), pad, dtype=torch.long, device=dev)
@@ -133,7 +152,7 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     if N > 0 and B > 0:
         # one uniform per (row, step), drawn on the CPU generator up front: device-independent and
         # the generator advances by the same amount whatever the rows do
-        u = None if greedy else torch.rand((B, N), generator=generator, dtype=torch.float64).to(dev)
+        u = None if greedy else _uniforms(B, N, generator, row_seeds).to(dev)
         unit_t = (not greedy and temperature_hook is None and base_t == 1.0 and not top_k and top_p >= 1.0)
         am = torch.ones(B, P + N, dtype=torch.long, device=dev)                 # (B, P+N), sliced per step
         am[:, :P] = pm
@@ -196,8 +215,8 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
                 if t is not None:
                     temps[r, s] = t[sel]
             steps = s + 1
-            if eos is not None:
-                alive = alive & (tok != eos)
+            if stop is not None:                        # stop ids and stop strings (zoo.stopping)
+                alive = alive & ~stop.step(tok, alive, rows, resp, s)
                 n_alive = int(alive.sum())
                 if n_alive == 0:
                     break
@@ -224,13 +243,13 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
                     logits = eager(*args)
             next_pos = next_pos + 1
     resp, lps, ents, temps = resp[:, :steps], lps[:, :steps], ents[:, :steps], temps[:, :steps]
-    if eos is None:
+    if stop is None:
         mask = torch.ones_like(resp, dtype=torch.bool)
         finished = torch.zeros(B, dtype=torch.bool, device=dev)
-    else:                                           # valid = up to and including the first EOS
-        is_eos = resp == eos
-        mask = ~((is_eos.long().cumsum(-1) - is_eos.long()) > 0)
-        finished = is_eos.any(-1)
+    else:                                           # valid = up to and including the first stop
+        is_end = stop.ends(resp)
+        mask = ~((is_end.long().cumsum(-1) - is_end.long()) > 0)
+        finished = is_end.any(-1)
     return {"response_ids": resp.masked_fill(~mask, pad).cpu(), "response_mask": mask.cpu(),
             "logp": (lps * mask).cpu(), "temperatures": temps.cpu(), "entropy": (ents * mask).cpu(),
             "truncated": (~finished).cpu()}

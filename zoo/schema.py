@@ -60,6 +60,9 @@ class PretrainConfig:
     train_size: int = 20000
 
 
+PROMPT_KEY = "_prompt"               # task.params key holding task.template / system / template_kwargs
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     name: str = "countdown"         # countdown | arith | jsonl | hf | a named dataset: math, gsm8k, math500, aime24, ... (zoo list)
@@ -68,6 +71,19 @@ class TaskConfig:
     eval_size: int = 500
     seed: int = 1234
     allow_eval_overlap: bool = False  # train/compare refuse a task whose training rows include eval rows unless true
+    template: str = "raw"           # how a problem becomes a prompt: raw | chat | a named format (qwen_math, boxed,
+                                    # boxed_plain, dapo, r1_zero, qwen3_think; zoo list) | a .yaml / text file path
+    system: str = ""                # system message (chat formats only); replaces the format's own
+    template_kwargs: dict = field(default_factory=dict)  # chat-template variables, e.g. {enable_thinking: true}
+
+    def __post_init__(self):
+        # every caller builds the task as get_task(name, **params): the prompt format travels in
+        # params under PROMPT_KEY (written here, from the three keys above; they always win)
+        params = {k: v for k, v in dict(self.params).items() if k != PROMPT_KEY}
+        if self.template != "raw" or self.system or self.template_kwargs:
+            params[PROMPT_KEY] = {"template": self.template, "system": self.system,
+                                  "template_kwargs": dict(self.template_kwargs)}
+        object.__setattr__(self, "params", params)
 
 
 @dataclass(frozen=True)
@@ -89,9 +105,11 @@ class AlgorithmConfig:
     kl_coef: float = 0.0            # β for k3 KL to a frozen reference model (0 = no reference model)
     dynamic_sampling: bool | None = None   # drop zero-std groups and resample (DAPO); None = base default
     max_resample_rounds: int = 3    # cap on extra generation rounds per step for dynamic sampling
-    overlong_buffer: int | None = None     # DAPO L_c in tokens; None = base default (DAPO: max_new_tokens // 4), 0 = off
+    overlong_buffer: int | None = None     # DAPO L_c in tokens; None = base default (DAPO: max_new_tokens // 5, as 4096 of 20480), 0 = off
     overlong_penalty: float = 1.0   # scale of the overlong penalty (our rewards are 0/1)
     adv_eps: float = 1.0e-4         # GRPO std epsilon
+    clip_ratio_c: float | None = None      # dual clip c (> 1): for A < 0 the loss is capped at -c·A (verl's clip_ratio_c;
+                                           # verl default 3, the DAPO / 80-20 / ARCHER recipes 10); None = off
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,18 @@ class RolloutConfig:
     ignore_eos: bool = False        # generate exactly max_new_tokens (EOS is an ordinary token; benchmarks)
     compile: bool = False           # torch.compile the decoding step (falls back to eager with a warning)
     compact: bool = True            # drop finished sequences from the decoding batch
+    stop: tuple = ()                # stop strings: a response ends with the token that completes one (that token
+                                    # is kept and trained on, nothing after it is generated); a string that is one
+                                    # special token of the tokenizer stops as that token. EOS and the model's
+                                    # end-of-turn ids always stop (unless ignore_eos).
+
+    def stop_spec(self, problems=()) -> "bool | tuple":
+        """The sampler's `stop_at_eos`: False (ignore_eos), True (EOS and end-of-turn ids) or the stop
+        strings: rollout.stop plus those the problems' prompt format needs (Problem.meta["stop"])."""
+        if self.ignore_eos:
+            return False
+        extra = [s for p in problems for s in (getattr(p, "meta", None) or {}).get("stop", ())]
+        return tuple(dict.fromkeys(list(self.stop) + extra)) or True
 
 
 @dataclass(frozen=True)
@@ -127,6 +157,8 @@ class TrainConfig:
     old_logp: str = "rescore"       # π_old: rescore (a scoring forward) | rollout (the built-in sampler's records)
     sparse_backward: bool = True    # LM-head backward only over tokens with non-zero weight, when nothing else needs the rest
     gradient_checkpointing: bool = False  # recompute each layer in the backward (memory for long responses)
+    sharding: str = "none"          # none (one process or DDP) | fsdp (FSDP2: params, grads, optimizer state sharded)
+    fsdp_offload: bool = False      # FSDP: keep parameters, gradients and optimizer state in CPU memory
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,7 @@ class TokenContext:
     seed: int = 0
     clip_low: float = 0.2
     clip_high: float = 0.2
+    clip_ratio_c: float | None = None   # the algorithm's dual clip c (None = off)
     base_temperature: float = 1.0
     step_n_valid: float = 0.0     # Σ valid tokens over the whole optimizer step (all micro-batches, ranks)
     step_n_seqs: float = 0.0      # number of responses in the optimizer step
@@ -141,6 +142,14 @@ class Strategy:
     # unless supports_sequence_level is True.
     token_level: ClassVar[bool] = False
     supports_sequence_level: ClassVar[bool] = False
+    # Declared needs (no name checks anywhere): a mechanism that reads the ratio r = π_θ/π_old (a clip,
+    # a |log r| or KL-to-π_old penalty) is inert when a rollout batch gives one optimizer step (r = 1);
+    # `zoo train` and `zoo compare` warn then, naming `offpolicy_mechanism`.
+    needs_offpolicy_ratio: ClassVar[bool] = False
+    offpolicy_mechanism: ClassVar[str] = ""
+    # The trainer loads the frozen reference model and fills ctx.ref_logp when any strategy needs it,
+    # even with algorithm.kl_coef = 0 (which adds no base KL term). A subclass may make it a property.
+    needs_reference: ClassVar[bool] = False
     # Set by the trainer: the all-rank Reducer, for hooks without a TokenContext (on_rollout).
     reduce: ClassVar[Reducer] = Reducer()
 

@@ -31,12 +31,13 @@ from zoo.policy import build_policy, trainable_parameters
 from zoo.pretrain import ensure_base_model
 from zoo.rollout import HFEngine, response_logp_entropy
 from zoo.run_state import RunState
+from zoo.sharding import ShardedTraining, full_model_state, full_weights
 from zoo.strategy import Reducer
 from zoo.types import RolloutBatch
 from zoo.update import UpdatePhase
 
 
-class Trainer(UpdatePhase, RunState):
+class Trainer(UpdatePhase, RunState, ShardedTraining):
     def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False, log=print):
         self.cfg, self.out = cfg, Path(out_dir)
         set_threads(cfg.train.threads)
@@ -75,9 +76,9 @@ class Trainer(UpdatePhase, RunState):
         self.strategies = build_strategies(cfg.algorithm)
         for s in self.strategies:
             s.reduce = self.reduce
-        # the training forward goes through one module, so DDP (accelerate.prepare) sees every call
-        scorer = PolicyScorer(self.model)
-        self.train_forward = self.acc.prepare(scorer) if self.acc else scorer
+        # the training forward goes through one module, so DDP (accelerate.prepare) sees every call,
+        # and under FSDP that module is the sharding root (zoo.sharding)
+        self.train_forward = self._setup_sharding(PolicyScorer(self.model))
         t = cfg.train
         self.opt = torch.optim.AdamW(trainable_parameters(self.model), lr=t.lr, betas=(t.beta1, t.beta2),
                                      weight_decay=t.weight_decay)
@@ -122,8 +123,9 @@ class Trainer(UpdatePhase, RunState):
                     self.save()
             last_eval = self.run_eval(self.step_idx)
             self.save()
+            full = full_model_state(self.train_forward) if self.sharded else None   # a collective
             if self.is_main:
-                self.model = self.policy.save_final(self.out / "final", meta={"step": self.step_idx})
+                self.model = self.policy.save_final(self.out / "final", meta={"step": self.step_idx}, state_dict=full)
                 self.engine.model = self.model
             self.reduce.barrier()
         finally:
@@ -134,9 +136,10 @@ class Trainer(UpdatePhase, RunState):
         return bool(self.cfg.train.max_tokens) and self.budget["tokens"] >= self.cfg.train.max_tokens
 
     def _eval_metrics(self, step: int) -> dict:
-        if not self.is_main:          # rank 0 evaluates the (identical) policy alone
-            return {}
-        e = self._evaluate()
+        with self.gathered():         # FSDP: every rank gathers the weights, so rank 0 runs no collective
+            if not self.is_main:      # rank 0 evaluates the (identical) policy alone
+                return {}
+            e = self._evaluate()
         self.last_eval = e  # the latest EvalResult (per-problem scores for paired comparisons)
         self.logger.write(f"[eval] step {step}: accuracy {e.metrics['eval/accuracy']:.3f} "
                           + " ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in e.metrics.items() if "pass@" in k or "avg@" in k))
@@ -157,7 +160,8 @@ class Trainer(UpdatePhase, RunState):
         res = evaluate(self.model, self.tok, self.eval_problems, self.reward_fn,
                        max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens, greedy=e.greedy, k=e.k,
                        temperature=e.temperature, top_p=e.top_p, batch_size=e.batch_size, temperature_hook=hook,
-                       seed=cfg.train.seed + 7919, n_samples=cfg.log.samples, metric=e.metric)
+                       seed=cfg.train.seed + 7919, n_samples=cfg.log.samples, metric=e.metric,
+                       stop=cfg.rollout.stop)
         torch.set_rng_state(state)
         return res
 
@@ -191,7 +195,8 @@ class Trainer(UpdatePhase, RunState):
             b = self.engine.sample(problems, r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
                                    top_p=r.top_p, top_k=r.top_k, temperature_hook=self._temperature_hook(),
                                    generator=self.gen, group_offset=rounds * r.prompts_per_step + lo,
-                                   stop_at_eos=not r.ignore_eos)
+                                   stop_at_eos=r.stop_spec(problems),   # EOS, end-of-turn ids, stop strings
+                                   seed=self.cfg.train.seed * 1_000_003 + self.step_idx)   # rank-invariant draws
             tr = time.perf_counter()
             sc = self.rewards(b.texts, [p.answer for p in b.problems])     # every function, weighted
             correct = torch.tensor(sc.correct, dtype=torch.float32)          # the correctness function
@@ -265,7 +270,7 @@ class Trainer(UpdatePhase, RunState):
         else:
             old_logp, entropy = self._forward(self.model, b)
         ref = None
-        if self.cfg.algorithm.kl_coef > 0:
+        if self.cfg.algorithm.kl_coef > 0 or any(s.needs_reference for s in self.strategies):
             with self.policy.reference() as ref_model:    # a frozen copy, or the policy without its adapters
                 ref = self._forward(ref_model, b)[0]
         return Scored(b, rewards, correct, advantages, old_logp, entropy, ref)
@@ -277,18 +282,26 @@ class Trainer(UpdatePhase, RunState):
         rows = list(range(len(b.texts))) if idx is None else idx
         T = b.response_ids.shape[1]
         outs = [(torch.zeros(0, T), torch.zeros(0, T))]
+        root = self.root_of(model)                       # FSDP: through the sharding root, weights gathered
+        with full_weights(root):                         # once (ranks may hold different numbers of rows)
+            outs += self._forward_rows(model, root, b, rows, mb)
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    def _forward_rows(self, model, root, b: RolloutBatch, rows: list[int], mb: int) -> list:
+        outs = []
         for s in range(0, len(rows), mb):
             sub = rows[s:s + mb]
-            lp, ent = response_logp_entropy(model, b.prompt_ids[sub], b.prompt_mask[sub], b.response_ids[sub],
-                                            b.response_mask[sub], b.temperatures[sub], self.cfg.rollout.temperature,
-                                            self.cfg.model.chunk_size)
+            args = (b.prompt_ids[sub], b.prompt_mask[sub], b.response_ids[sub], b.response_mask[sub],
+                    b.temperatures[sub], self.cfg.rollout.temperature, self.cfg.model.chunk_size)
+            lp, ent = root(*args) if root is not None else response_logp_entropy(model, *args)
             outs.append((lp.float().cpu(), ent.float().cpu()))
-        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+        return outs
 
     # ------------------------------------------------------------------------------------------
     def step(self) -> dict:
         t_start = time.perf_counter()
-        sc, m = self.rollout()
+        with self.gathered():                             # FSDP: full weights once per rollout batch
+            sc, m = self.rollout()
         self._hist = {}
         if sc is None:
             m["train/skipped_no_signal"] = 1

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 
 import torch
 
 from zoo import ops
 from zoo.batches import Scored, entropy_metrics, mean_dicts, quadrant_metrics, slice_ctx, split_groups
+from zoo.objectives import dual_clip
 from zoo.strategy import TokenContext
 from zoo.types import RolloutBatch
 
@@ -81,7 +81,8 @@ class UpdatePhase:
                            advantages=on(sc.advantages), group_ids=on(b.group_ids), rewards=on(sc.rewards),
                            temperatures=on(b.temperatures), ref_logp=on(sc.ref_logp),
                            micro_batch_ids=mb_ids, n_micro_batches=n_mb, step=self.opt_steps, seed=cfg.train.seed,
-                           clip_low=a.clip_low, clip_high=a.clip_high, base_temperature=cfg.rollout.temperature,
+                           clip_low=a.clip_low, clip_high=a.clip_high, clip_ratio_c=a.clip_ratio_c,
+                           base_temperature=cfg.rollout.temperature,
                            step_n_valid=nv, step_n_seqs=float(n_rows),
                            max_new_tokens=cfg.rollout.max_new_tokens, reduce=red)
         # ---- strategies: advantages, then weights (step-level) -----------------------------------
@@ -110,8 +111,8 @@ class UpdatePhase:
         sums = torch.zeros(6, dtype=torch.float64)       # loss, clip low, clip high, k3 KL old, k3 KL ref, |A|
         sums[5] = float((ctx.advantages.abs() * mask).sum())
         for mb in range(n_mb):
-            sync = self.acc is None or mb == n_mb - 1     # DDP: all-reduce gradients with the last micro-batch
-            with (nullcontext() if sync else self.train_forward.no_sync()):
+            sync = mb == n_mb - 1        # DDP / FSDP: reduce gradients with the last micro-batch only
+            with self.grad_sync(sync):
                 sel = (mb_ids == mb).nonzero().squeeze(-1)
                 if len(sel) == 0:
                     self._empty_backward()
@@ -134,10 +135,11 @@ class UpdatePhase:
                     ((((ratio < 1 - a.clip_low) & (A < 0)) & mm).sum()).double().cpu(),
                     ((((ratio > 1 + a.clip_high) & (A > 0)) & mm).sum()).double().cpu(),
                     (((torch.exp(-d) + d - 1) * mm).sum()).double().cpu(),             # k3 KL(π_old || π_θ)
-                    ((ops.k3_kl(lp, mctx.ref_logp) * mm).sum().double().cpu() if a.kl_coef > 0
+                    ((ops.k3_kl(lp, mctx.ref_logp) * mm).sum().double().cpu() if mctx.ref_logp is not None
                      else torch.zeros((), dtype=torch.float64))])
         sums = red.sum(sums)
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip or float("inf"))
+        gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm      # FSDP: a DTensor
         loss_total = float(sums[0])
         if not (math.isfinite(loss_total) and torch.isfinite(gnorm)):
             self.opt.zero_grad(set_to_none=True)
@@ -156,7 +158,7 @@ class UpdatePhase:
         m.update({"loss/total": loss_total, "clip/frac_low": float(sums[1]) / nvc,
                   "clip/frac_high": float(sums[2]) / nvc, "kl/old": float(sums[3]) / nvc,
                   "train/grad_norm": float(gnorm), "adv/mean_abs": float(sums[5]) / nvc})
-        if a.kl_coef > 0:
+        if sc.ref_logp is not None:
             m["kl/ref"] = float(sums[4]) / nvc
         return m
 
@@ -170,6 +172,7 @@ class UpdatePhase:
             per_tok = self.base.policy_loss(mctx, a)
         if per_tok is None:
             per_tok = ops.clipped_surrogate(mctx.logp, mctx.old_logp, mctx.advantages, a.clip_low, a.clip_high)
+            per_tok = dual_clip(per_tok, mctx.advantages, a.clip_ratio_c)       # off unless algorithm.clip_ratio_c
         loss_mat = per_tok * weights
         if a.kl_coef > 0:
             loss_mat = loss_mat + a.kl_coef * ops.k3_kl(mctx.logp, mctx.ref_logp)
