@@ -1,7 +1,8 @@
 # make setup       create .venv and install torch 2.13 (CPU wheel) first, then the project
 # make quickstart  build the tiny base model if needed and run GRPO on it (~5-10 min on 2 cores)
 # make test        the test suite (fast tests; `-m slow` for training-level ones)
-# make crosscheck  Clip-Cov / KL-Cov against verl's implementation, in a separate venv
+# make crosscheck  Clip-Cov / KL-Cov against verl's implementation, and every zoo_<preset> verl loss
+#                  (zoo.integrations.verl) against our trainer, in a separate venv
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
@@ -27,7 +28,7 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-crosscheck:  # clip_cov / kl_cov vs verl 0.9.1 in its own venv (.venv-verl; verl pins older transformers)
+crosscheck:  # clip_cov / kl_cov vs verl 0.9.1, and zoo.integrations.verl vs our trainer, in its own venv (.venv-verl; verl pins older transformers)
 	bash scripts/crosscheck_verl.sh
 
 clean:

@@ -20,6 +20,16 @@ def last_boxed(text: str) -> str | None:
     starts = [m.end() for m in _BOX.finditer(text)]  # index just after each box's "{"
     if not starts:
         return None
+    close = closing_braces(text)
+    for s in reversed(starts):
+        e = close.get(s - 1)
+        if e is not None:
+            return text[s:e].strip()
+    return None
+
+
+def closing_braces(text: str) -> dict[int, int]:
+    """Index of each matched "{" -> index of its closing "}" (unmatched braces are left out)."""
     close: dict[int, int] = {}
     stack: list[int] = []
     for i, c in enumerate(text):
@@ -27,8 +37,4 @@ def last_boxed(text: str) -> str | None:
             stack.append(i)
         elif c == "}" and stack:
             close[stack.pop()] = i
-    for s in reversed(starts):
-        e = close.get(s - 1)
-        if e is not None:
-            return text[s:e].strip()
-    return None
+    return close

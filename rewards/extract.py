@@ -46,6 +46,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from rewards.boxed import closing_braces
 from rewards.extract_base import (
     MAX_ANSWER_CHARS, MAX_PARTS, MAX_SCAN_CHARS, Extraction, _make, _prose, _split_alternatives, _strip_wrappers,
 )
@@ -69,13 +70,7 @@ def _boxes(text: str) -> list[tuple[int, int, int]]:
     starts = [(m.start(), m.end()) for m in _BOX.finditer(text)]
     if not starts:
         return []
-    close: dict[int, int] = {}
-    stack: list[int] = []
-    for i, c in enumerate(text):
-        if c == "{":
-            stack.append(i)
-        elif c == "}" and stack:
-            close[stack.pop()] = i
+    close = closing_braces(text)
     out = []
     for s, b in starts:
         e = close.get(b - 1)

@@ -174,7 +174,8 @@ def test_readme_layout_names_every_module():
     readme = (REPO / "README.md").read_text()
     layout = readme[readme.index("## Layout"):]
     named = set(__import__("re").findall(r"\b(\w+)\.py\b", layout))
-    have = {f.stem for pkg in ("zoo", "rewards") for f in (REPO / pkg).glob("*.py") if not f.stem.startswith("__")}
+    have = {f.stem for pkg in ("zoo", "zoo/integrations", "rewards") for f in (REPO / pkg).glob("*.py")
+            if not f.stem.startswith("__")}
     assert not have - named, f"modules missing from the README layout: {sorted(have - named)}"
     assert not named - have, f"README layout names modules that do not exist: {sorted(named - have)}"
 

@@ -15,7 +15,7 @@ import torch
 
 from zoo import ops
 from zoo.batches import Scored, entropy_metrics, mean_dicts, quadrant_metrics, slice_ctx, split_groups
-from zoo.objectives import dual_clip
+from zoo.loss import micro_batch_loss, shape_and_weight
 from zoo.strategy import TokenContext
 from zoo.types import RolloutBatch
 
@@ -86,14 +86,7 @@ class UpdatePhase:
                            step_n_valid=nv, step_n_seqs=float(n_rows),
                            max_new_tokens=cfg.rollout.max_new_tokens, reduce=red)
         # ---- strategies: advantages, then weights (step-level) -----------------------------------
-        for s in self.strategies:
-            ctx.advantages = s.shape_advantages(ctx) * mask
-        weights = torch.ones_like(ctx.advantages)
-        for s in self.strategies:
-            w = s.token_weights(ctx)
-            if w is not None:
-                weights = weights * w
-        weights = weights * mask
+        weights = shape_and_weight(self.strategies, ctx)                 # ctx.advantages shaped in place
         for s in self.strategies:
             m.update({f"{s.name}/{k}": float(v) for k, v in s.metrics(ctx).items()})
         denom = ops.agg_denominators(mask, weights, cfg.rollout.max_new_tokens)
@@ -164,24 +157,7 @@ class UpdatePhase:
 
     def _micro_batch_loss(self, mctx: TokenContext, weights: torch.Tensor, denom: dict):
         """The micro-batch's share of the step loss (step-level denominators) and its (B, T) loss."""
-        a = self.cfg.algorithm
-        per_tok = None
-        for s in self.strategies:
-            per_tok = s.policy_loss(mctx) if per_tok is None else per_tok
-        if per_tok is None and self.base.policy_loss is not None:
-            per_tok = self.base.policy_loss(mctx, a)
-        if per_tok is None:
-            per_tok = ops.clipped_surrogate(mctx.logp, mctx.old_logp, mctx.advantages, a.clip_low, a.clip_high)
-            per_tok = dual_clip(per_tok, mctx.advantages, a.clip_ratio_c)       # off unless algorithm.clip_ratio_c
-        loss_mat = per_tok * weights
-        if a.kl_coef > 0:
-            loss_mat = loss_mat + a.kl_coef * ops.k3_kl(mctx.logp, mctx.ref_logp)
-        loss = ops.agg_loss(loss_mat, mctx.mask, a.loss_agg, denom)
-        for s in self.strategies:
-            extra = s.extra_loss(mctx)
-            if extra is not None:
-                loss = loss + extra
-        return loss, loss_mat
+        return micro_batch_loss(mctx, weights, denom, self.cfg.algorithm, self.base, self.strategies)   # zoo.loss
 
     def _train_forward(self, b: RolloutBatch, rows: list[int], grad_rows: torch.Tensor | None = None):
         ent_grad = any(s.needs_entropy_grad for s in self.strategies)
