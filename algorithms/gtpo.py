@@ -96,7 +96,8 @@ def grpo_s_advantages(rewards: torch.Tensor, entropy: torch.Tensor, mask: torch.
             inv = 1.0 / Hs[N].clamp(min=INV_EPS)
             r[N] = r[N] - alpha2 * N.sum() * inv / inv.sum()
     mean, std = ops.group_stats(r, group_ids)
-    flat = ~(pos | neg)                                                  # response in a group with no signal
+    _, r_std = ops.group_stats(rewards, group_ids)
+    flat = r_std <= 0                                                    # a group with no signal: A = 0
     adv = torch.where(flat, torch.zeros_like(r), (r - mean) / (std + STD_EPS))
     return adv[:, None] * m
 

@@ -132,7 +132,7 @@ def main() -> None:
             print(f"{name}: failed\n{p.stderr[-2000:]}")
             continue
         rows[name] = json.loads(p.stdout.strip().splitlines()[-1])
-        print(f"  done: {name}", flush=True)
+        print(f"  done: {name}: {json.dumps(rows[name])}", flush=True)
     ref = rows.get("fp32")
     print("\n| mode | trainable params | step s | gen s | update s | step vs fp32 | peak - before (MB) | vs fp32 |")
     print("|---|---|---|---|---|---|---|---|")

@@ -359,3 +359,23 @@ def test_archer_strategy_through_hooks_matches_subset_means(tiny_model_dir):
     assert_close(parts[0] + parts[1], want)
     assert s.metrics(ctx)["high_share"] == pytest.approx(float(high.sum()) / 20)
     assert config_from_dict({"algorithm": {"preset": "archer"}}).algorithm.strategies[0]["kl_target"] == "ref"
+
+
+def test_grpo_s_gives_a_mid_group_response_a_nonzero_advantage_when_the_group_has_signal():
+    """Three reward levels in one group (e.g. weighted reward functions): the middle response sits at
+    the group mean, but its group has signal, so it is z-normalised like the others (it used to be
+    forced to 0); a group whose rewards are all equal gets A = 0."""
+    from algorithms.gtpo import grpo_s_advantages
+
+    rewards = torch.tensor([1.0, 0.5, 0.0, 0.7, 0.7])
+    groups = torch.tensor([0, 0, 0, 1, 1])
+    H = torch.full((5, 3), 0.5)
+    mask = torch.ones(5, 3, dtype=torch.bool)
+    A = grpo_s_advantages(rewards, H, mask, groups, alpha2=0.0, neg_reward=-1.0)[:, 0]
+    # alpha2 = 0: shaped rewards r = (1, 0.5, -1) (the wrong one's reward is -1, Eq. 5);
+    # mean 1/6, unbiased std sqrt(((5/6)^2 + (1/3)^2 + (7/6)^2) / 2) = 1.0408
+    r = torch.tensor([1.0, 0.5, -1.0])
+    expected = (r - r.mean()) / (r.std() + 1e-4)
+    assert torch.allclose(A[:3], expected, atol=1e-5)
+    assert abs(float(A[1]) - 0.3202) < 1e-3          # (0.5 - 1/6) / 1.0408
+    assert torch.equal(A[3:], torch.zeros(2))
