@@ -3,7 +3,7 @@
 Every cell (algorithm, seed) shares the base model, the training data and order (train.seed = the
 cell's seed), the eval problems and protocol, and the budget; the cells differ only in the
 algorithm. By default (`common_base: true`) every method is put on ONE common base
-(ALGORITHMS.md): token-mean loss, clip 0.2/0.28, no KL, one sampling round per step (no dynamic
+(docs/algorithms.md): token-mean loss, clip 0.2/0.28, no KL, one sampling round per step (no dynamic
 sampling, no overlong shaping), whatever its preset says; keys written explicitly in an
 algorithm's entry win over the common base (so `{name: dapo, preset: dapo, dynamic_sampling: true}`
 keeps DAPO's sampling). `common_base: false` keeps each preset's own base; a mapping replaces
@@ -29,7 +29,7 @@ import yaml
 
 from zoo.config import ConfigError, config_from_dict, resolve_algorithm_block
 
-# ALGORITHMS.md: "zoo compare suites put every method on ONE common base (token-mean, clip
+# docs/algorithms.md: "zoo compare suites put every method on ONE common base (token-mean, clip
 # 0.2/0.28, no KL, same sampling settings)"; same sampling = one round per step, reward unshaped;
 # dual clip c = 10 as the DAPO / 80-20 / ARCHER / CE-GPPO recipes.
 COMMON_BASE = {"loss_agg": "token-mean", "clip_low": 0.2, "clip_high": 0.28, "kl_coef": 0.0,

@@ -145,7 +145,8 @@ def _algo_line(block: dict) -> str:
     strat = ", ".join(f"{s.get('name')}(" + ", ".join(f"{k}={v}" for k, v in s.items() if k != "name") + ")"
                       for s in block.get("strategies") or []) or "none"
     return (f"base {block.get('base')}, loss {block.get('loss_agg') or '(base)'}, clip {block.get('clip_low')}/"
-            f"{block.get('clip_high')}, kl {block.get('kl_coef')}, dynamic sampling {block.get('dynamic_sampling')}, "
+            f"{block.get('clip_high')}, dual clip {block.get('clip_ratio_c')}, kl {block.get('kl_coef')}, "
+            f"dynamic sampling {block.get('dynamic_sampling')}, "
             f"overlong buffer {block.get('overlong_buffer')}; strategies: {strat}")
 
 

@@ -1,7 +1,7 @@
 """Base objectives (GRPO, DAPO, ...) and the assembly of an algorithm = base + ordered strategies.
 
 A base fixes the advantage estimator and the defaults of the clipped surrogate's knobs
-(ALGORITHMS.md "Base objectives"); a config may override each knob. Loss variants are entries
+(docs/algorithms.md "Base objectives"); a config may override each knob. Loss variants are entries
 in this registry, never branches in the trainer.
 """
 from __future__ import annotations

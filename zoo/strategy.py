@@ -1,7 +1,7 @@
 """The strategy hook interface (DESIGN.md "The strategy interface").
 
 A strategy changes how much each token counts. It is a dataclass whose fields are its
-parameters (validated, defaults from ALGORITHMS.md), registered by name:
+parameters (validated, defaults from docs/algorithms.md), registered by name:
 
     @register_strategy("top_entropy")
     @dataclass
