@@ -48,7 +48,8 @@ from typing import Sequence
 
 from rewards.boxed import closing_braces
 from rewards.extract_base import (
-    MAX_ANSWER_CHARS, MAX_PARTS, MAX_SCAN_CHARS, Extraction, _make, _prose, _split_alternatives, _strip_wrappers,
+    MAX_ANSWER_CHARS, MAX_PARTS, MAX_SCAN_CHARS, Extraction, _last_match, _make, _prose, _split_alternatives,
+    _strip_wrappers,
 )
 from rewards.extract_fallback import _bare, _last_math, _last_number, _last_number_at
 from rewards.math_norm import DOUBLED_ESCAPE
@@ -219,9 +220,7 @@ def _from_line(rest: str, fmt: str) -> Extraction | None:
 
 
 def _answer_line(text: str) -> tuple[int, Extraction] | None:
-    last = None
-    for m in _ANSWER_LINE.finditer(text):
-        last = m
+    last = _last_match(_ANSWER_LINE, text)
     if last is None:
         return None
     rest = text[last.end():last.end() + MAX_ANSWER_CHARS + 4]
@@ -236,16 +235,12 @@ def _answer_line(text: str) -> tuple[int, Extraction] | None:
 
 def _minerva(text: str) -> tuple[int, Extraction] | None:
     """The last "... final answer is X. I hope it is correct." (found from its end: linear time)."""
-    last = None
-    for m in _HOPE.finditer(text):
-        last = m
+    last = _last_match(_HOPE, text)
     if last is None:
         return None
     lo = max(0, last.start() - MAX_ANSWER_CHARS - 40)
     window = text[lo:last.start()]
-    phrase = None
-    for m in _FINAL_IS.finditer(window):
-        phrase = m
+    phrase = _last_match(_FINAL_IS, window)
     if phrase is None:
         return None
     inner = window[phrase.end():].strip()
@@ -266,9 +261,7 @@ def _answer_is(text: str) -> tuple[int, Extraction] | None:
 
 
 def _gsm8k(text: str) -> tuple[int, Extraction] | None:
-    last = None
-    for m in _HASHES.finditer(text):
-        last = m
+    last = _last_match(_HASHES, text)
     if last is None:
         return None
     s = _strip_wrappers(text[last.end():last.end() + MAX_ANSWER_CHARS].split("\n", 1)[0])

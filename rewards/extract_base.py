@@ -17,6 +17,14 @@ class Extraction:
     hedge: bool              # parts offered as alternatives ("or", "either")
 
 
+def _last_match(pattern: re.Pattern, text: str) -> re.Match | None:
+    """The last non-overlapping match of `pattern` in `text` (one linear scan), or None."""
+    last = None
+    for m in pattern.finditer(text):
+        last = m
+    return last
+
+
 def _make(text: str, fmt: str, parts: tuple[str, ...], hedge: bool) -> Extraction:
     return Extraction(text[:MAX_ANSWER_CHARS], fmt, tuple(p[:MAX_ANSWER_CHARS] for p in parts), hedge)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 
-from rewards.extract_base import MAX_ANSWER_CHARS, Extraction, _make, _prose, _split_alternatives, _strip_wrappers
+from rewards.extract_base import (
+    MAX_ANSWER_CHARS, Extraction, _last_match, _make, _prose, _split_alternatives, _strip_wrappers,
+)
 from rewards.extract_base import _LATEX_WORDS, _PROSE, _WORD
 
 def _bare(text: str) -> Extraction | None:
@@ -34,9 +36,7 @@ def _last_math(text: str) -> tuple[int, Extraction] | None:
     tail = text[-4000:].rstrip()  # bounds the lazy spans below to ~4000 x 2000 steps
     k = tail.rfind("\n\n")
     para = tail[k + 2:] if k >= 0 and tail[k + 2:].strip() else tail
-    last = None
-    for m in _MATH_ENV.finditer(para):
-        last = m
+    last = _last_match(_MATH_ENV, para)
     if last is None:
         return None
     s = next(g for g in last.groups() if g is not None).strip().rstrip(".,;").strip()
@@ -53,9 +53,7 @@ def _last_number(text: str) -> Extraction | None:
 
 def _last_number_at(text: str) -> tuple[int, Extraction] | None:
     tail = text[-5000:]
-    last = None
-    for m in _NUMBER.finditer(tail):
-        last = m
+    last = _last_match(_NUMBER, tail)
     if last is None:
         return None
     s, a, b = last.group(0), last.start(), last.end()
