@@ -8,29 +8,15 @@ In the main environment (no verl) the whole module skips with that reason.
 """
 from __future__ import annotations
 
-import sys
-import types
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch.testing import assert_close
 
-_stubbed = False
-try:                                                 # verl imports ray at module level; the CPU check needs none
-    import ray  # noqa: F401
-except ImportError:
-    _ray = types.ModuleType("ray")
-    _ray.ObjectRef = type("ObjectRef", (), {})
-    _ray.remote = lambda *a, **k: (a[0] if a and callable(a[0]) else (lambda f: f))
-    sys.modules["ray"], _stubbed = _ray, True
-try:
-    from verl.trainer.ppo import core_algos
-except Exception as e:  # noqa: BLE001
-    if _stubbed:
-        sys.modules.pop("ray", None)
-    pytest.skip(f"verl not importable ({type(e).__name__}: {e}); run scripts/crosscheck_verl.sh",
-                allow_module_level=True)
+from verl_env import import_verl  # noqa: E402  (tests/crosscheck is on sys.path)
+
+(core_algos,) = import_verl("verl.trainer.ppo.core_algos")
 
 import algorithms  # noqa: E402,F401
 from algorithms.cov import ClipCov, KLCov  # noqa: E402

@@ -13,8 +13,6 @@ In the main environment (no verl) the whole module skips with that reason.
 from __future__ import annotations
 
 import contextlib
-import sys
-import types
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,24 +20,11 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-_stubbed = False
-try:                                                 # verl imports ray at module level; the CPU check needs none
-    import ray  # noqa: F401
-except ImportError:
-    _ray = types.ModuleType("ray")
-    _ray.ObjectRef = type("ObjectRef", (), {})
-    _ray.remote = lambda *a, **k: (a[0] if a and callable(a[0]) else (lambda f: f))
-    sys.modules["ray"], _stubbed = _ray, True
-try:
-    from verl import DataProto
-    from verl.trainer.ppo import core_algos
-    from verl.utils import tensordict_utils as tu
-    from verl.workers.utils.padding import left_right_2_no_padding
-except Exception as e:  # noqa: BLE001
-    if _stubbed:
-        sys.modules.pop("ray", None)
-    pytest.skip(f"verl not importable ({type(e).__name__}: {e}); run scripts/crosscheck_verl.sh",
-                allow_module_level=True)
+from verl_env import import_verl  # noqa: E402  (tests/crosscheck is on sys.path)
+
+_verl, core_algos, tu, _padding = import_verl("verl", "verl.trainer.ppo.core_algos", "verl.utils.tensordict_utils",
+                                              "verl.workers.utils.padding")
+DataProto, left_right_2_no_padding = _verl.DataProto, _padding.left_right_2_no_padding
 
 from zoo import ops  # noqa: E402
 from zoo.config import config_from_dict  # noqa: E402
