@@ -20,11 +20,11 @@ class RunState:
     def state_dict(self) -> dict:
         """Everything a resume needs; the random states of every rank (a collective call). Tensors
         and plain data only (a safe load never builds objects); strategy states travel as JSON."""
-        ranks = self.reduce.gather_objects({"rng": rng_state(), "gen": self.gen.get_state()})
+        ranks = self.reduce.gather_objects({"rng": rng_state()})   # sampling draws are keyed by (step, row)
         weights = ({"sharded": "fsdp"} if self.sharded else            # FSDP: model/optimizer shards via DCP
                    {"model": self.model.state_dict(), "opt": self.opt.state_dict()})
         return {**weights, "sched": self.sched.state_dict(),
-                "rng": ranks[0]["rng"], "gen": ranks[0]["gen"], "ranks": ranks, "world": self.world,
+                "rng": ranks[0]["rng"], "ranks": ranks, "world": self.world,
                 "data": self.data.state_dict(),
                 "step": self.step_idx, "opt_steps": self.opt_steps, "bad_steps": self.bad_steps,
                 "budget": dict(self.budget),
@@ -66,7 +66,7 @@ class RunState:
                               + ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in diff))
         if st.get("world", 1) != self.world:
             raise ConfigError(f"--resume: {path} was written by {st.get('world', 1)} process(es), this launch has "
-                              f"{self.world}; resume with the same number (each rank's sampler state is saved)")
+                              f"{self.world}; resume with the same number (each rank's random state is saved)")
         if st.get("sharded") != ("fsdp" if self.sharded else None):
             raise ConfigError(f"--resume: {path} was written with train.sharding "
                               f"{st.get('sharded') or 'none'}, this launch uses {'fsdp' if self.sharded else 'none'}")
@@ -78,9 +78,7 @@ class RunState:
             self.model.load_state_dict(st["model"])
             self.opt.load_state_dict(st["opt"])
         self.sched.load_state_dict(st["sched"])
-        mine = st["ranks"][self.rank] if "ranks" in st else {"rng": st["rng"], "gen": st["gen"]}
-        set_rng_state(mine["rng"])
-        self.gen.set_state(mine["gen"])
+        set_rng_state(st["ranks"][self.rank]["rng"] if "ranks" in st else st["rng"])
         self.data.load_state_dict(st["data"])
         self.step_idx, self.opt_steps, self.bad_steps = st["step"], st["opt_steps"], st["bad_steps"]
         self.budget = dict(st["budget"])

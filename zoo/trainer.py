@@ -85,7 +85,6 @@ class Trainer(UpdatePhase, RunState, ShardedTraining):
         total = t.steps * t.minibatches * t.epochs
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: _lr_factor(s, total, t.warmup_steps, t.lr_schedule))
         self.engine = HFEngine(self.model, self.tok, compact=cfg.rollout.compact, compile=cfg.rollout.compile)
-        self.gen = torch.Generator().manual_seed(t.seed + 1_000_003 * self.rank)   # each rank its own samples
         self.data = DataStream(self.train_problems, t.seed)
         self.step_idx, self.opt_steps, self.bad_steps = 0, 0, 0
         self.budget = {"samples": 0, "tokens": 0}
@@ -194,7 +193,7 @@ class Trainer(UpdatePhase, RunState, ShardedTraining):
             problems = self.data.take(r.prompts_per_step)[lo:hi]
             b = self.engine.sample(problems, r.group_size, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
                                    top_p=r.top_p, top_k=r.top_k, temperature_hook=self._temperature_hook(),
-                                   generator=self.gen, group_offset=rounds * r.prompts_per_step + lo,
+                                   group_offset=rounds * r.prompts_per_step + lo,
                                    stop_at_eos=r.stop_spec(problems),   # EOS, end-of-turn ids, stop strings
                                    seed=self.cfg.train.seed * 1_000_003 + self.step_idx)   # rank-invariant draws
             tr = time.perf_counter()
